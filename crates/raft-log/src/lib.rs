@@ -1,0 +1,1 @@
+//! Durable Raft state on the WAL (being written).

@@ -1,0 +1,33 @@
+//! A sans-IO Raft core.
+//!
+//! [`RaftNode`] is a deterministic state machine. Its inputs are method calls:
+//! `tick()` (time passes), `step(message)` (a message arrived), `propose(...)`,
+//! `change_membership(...)`, `read_index(...)`, `transfer_leadership(...)`,
+//! `handle_persisted(...)` (a persistence request became durable) and `compact(...)`
+//! (the application took a snapshot). Its outputs are [`Command`]s, drained with
+//! `take_commands()`, which the shell executes in order: persist, send, apply,
+//! install a snapshot, answer a read.
+//!
+//! The core never reads a clock, never touches a file or socket and never draws an
+//! unseeded random number: the election jitter comes from an RNG seeded by
+//! [`Config::random_seed`]. The node shell (tokio, TCP, real files) and the
+//! simulator (one thread, simulated network and disk) drive the same code.
+//!
+//! See `docs/raft.md` for what is implemented, how it deviates from the paper and
+//! which invariants the code asserts.
+
+mod command;
+mod config;
+mod entry;
+mod error;
+mod message;
+mod node;
+
+pub use command::{Command, PersistId};
+#[cfg(feature = "deliberate-bugs")]
+pub use config::DeliberateBugs;
+pub use config::Config;
+pub use entry::{Entry, EntryPayload, HardState, Membership, MembershipChange, SnapshotMeta};
+pub use error::RaftError;
+pub use message::{ConflictHint, Message, MessageBody};
+pub use node::{RaftNode, RestoredState, Role, Status};

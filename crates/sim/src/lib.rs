@@ -1,0 +1,2 @@
+//! Deterministic simulator (being written).
+pub mod linearizability;

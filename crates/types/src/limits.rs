@@ -1,0 +1,41 @@
+//! Every limit of the system, in one place.
+//!
+//! Names end in their unit. A limit is checked before anything is allocated on its
+//! account: a decoder reads a length, compares it with the limit here, and only then
+//! allocates. Relationships between limits are asserted at compile time at the end
+//! of this file, so changing one number cannot silently break another.
+
+/// Largest payload of one WAL record (header excluded).
+pub const WAL_RECORD_PAYLOAD_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// A WAL segment is closed and a new one started once it grows past this size.
+pub const WAL_SEGMENT_BYTES_TARGET: u64 = 64 * 1024 * 1024;
+/// Largest WAL segment file accepted when reading; anything larger is corruption.
+pub const WAL_SEGMENT_BYTES_MAX: u64 = WAL_SEGMENT_BYTES_TARGET + WAL_RECORD_PAYLOAD_BYTES_MAX + 4096;
+/// Records written between two `fdatasync` calls by group commit, at most.
+pub const WAL_GROUP_COMMIT_RECORDS_MAX: usize = 4096;
+/// Largest snapshot or metadata file installed atomically.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Largest command carried by one Raft log entry.
+pub const RAFT_ENTRY_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Entries carried by one AppendEntries message, at most.
+pub const RAFT_APPEND_ENTRIES_MAX: usize = 256;
+/// Payload bytes carried by one AppendEntries message, at most (a single larger
+/// entry is still sent alone).
+pub const RAFT_APPEND_BYTES_MAX: u64 = 1024 * 1024;
+/// AppendEntries messages in flight to one follower, at most (pipelining depth).
+pub const RAFT_INFLIGHT_APPENDS_MAX: usize = 16;
+/// Bytes of snapshot data carried by one InstallSnapshot chunk.
+pub const RAFT_SNAPSHOT_CHUNK_BYTES_MAX: u64 = 256 * 1024;
+/// Proposals a leader accepts that are not yet committed, at most (backpressure).
+pub const RAFT_UNCOMMITTED_ENTRIES_MAX: usize = 65_536;
+/// Pending ReadIndex requests on one leader, at most.
+pub const RAFT_PENDING_READS_MAX: usize = 65_536;
+/// Voters plus learners in one Raft group, at most.
+pub const RAFT_MEMBERS_MAX: usize = 64;
+
+const _: () = assert!(WAL_SEGMENT_BYTES_TARGET < WAL_SEGMENT_BYTES_MAX);
+const _: () = assert!(RAFT_ENTRY_BYTES_MAX + 4096 <= WAL_RECORD_PAYLOAD_BYTES_MAX);
+const _: () = assert!(RAFT_APPEND_BYTES_MAX <= WAL_RECORD_PAYLOAD_BYTES_MAX);
+const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MAX <= RAFT_APPEND_BYTES_MAX);
+const _: () = assert!(RAFT_INFLIGHT_APPENDS_MAX >= 1);

@@ -48,4 +48,16 @@ pub enum RaftError {
         /// What is wrong.
         reason: String,
     },
+    /// The configuration's numbers do not fit together or exceed the limits.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A leadership transfer was asked for a node that is not a voter.
+    #[error("cannot transfer leadership to {target}: not a voter")]
+    InvalidTransferTarget {
+        /// The node asked for.
+        target: NodeId,
+    },
 }

@@ -18,15 +18,32 @@
 
 mod command;
 mod config;
+mod election;
 mod entry;
 mod error;
+mod leader;
+mod log;
+mod membership;
 mod message;
 mod node;
+mod persistence;
+mod progress;
+mod read_index;
+mod replication;
+mod restore;
+mod snapshot;
+mod state;
+mod step;
+mod transfer;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use command::{Command, PersistId};
+pub use config::Config;
 #[cfg(feature = "deliberate-bugs")]
 pub use config::DeliberateBugs;
-pub use config::Config;
 pub use entry::{Entry, EntryPayload, HardState, Membership, MembershipChange, SnapshotMeta};
 pub use error::RaftError;
 pub use message::{ConflictHint, Message, MessageBody};

@@ -1,12 +1,20 @@
-//! The Raft node: the public surface of the core. PLACEHOLDER SIGNATURES — the
-//! bodies are being written; see the crate documentation for the contract.
+//! The Raft node: the public surface of the core. Each public method is one
+//! input; the behaviour lives in the private modules by concern (`election`,
+//! `replication`, `snapshot`, `membership`, `read_index`, `transfer`) and this
+//! file holds the state they share and the plumbing for emitting commands.
 
 use crate::command::{Command, PersistId};
 use crate::config::Config;
 use crate::entry::{Entry, HardState, Membership, MembershipChange, SnapshotMeta};
 use crate::error::RaftError;
-use crate::message::Message;
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::persistence::Persistence;
+use crate::snapshot::SnapshotAssembly;
+use crate::state::{ActiveBugs, Campaign, LeaderState, Timers};
 use bytes::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use understudy_types::{LogIndex, NodeId, Term};
 
 /// A node's role in its group.
@@ -78,73 +86,299 @@ pub struct Status {
 
 /// A Raft node in one group.
 pub struct RaftNode {
-    _config: Config,
+    pub(crate) config: Config,
+    pub(crate) bugs: ActiveBugs,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) role: Role,
+    /// The latest term and vote in memory; durable once `persistence` says so.
+    pub(crate) hard_state: HardState,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: RaftLog,
+    pub(crate) persistence: Persistence,
+    pub(crate) timers: Timers,
+    pub(crate) campaign: Campaign,
+    pub(crate) leader_state: Option<LeaderState>,
+    pub(crate) snapshot_assembly: Option<SnapshotAssembly>,
+    /// Incremented for every heartbeat broadcast; never reset, so an echoed round
+    /// in the current term always refers to a request sent in this term.
+    pub(crate) heartbeat_round: u64,
+    pub(crate) commands: Vec<Command>,
 }
 
 impl RaftNode {
     /// Starts a node from the state it persisted (or a bootstrap state).
-    pub fn new(_config: Config, _restored: RestoredState) -> Result<RaftNode, RaftError> {
-        todo!()
+    ///
+    /// The node starts as a follower with commit and applied index at the
+    /// snapshot's last index: the shell restores the state machine from the
+    /// snapshot data itself, and `Apply` resumes after it. If the snapshot's term
+    /// is newer than the restored hard state, the node adopts it and emits a
+    /// `Persist` for it, to be drained with `take_commands` like any other.
+    pub fn new(config: Config, restored: RestoredState) -> Result<RaftNode, RaftError> {
+        crate::restore::validate_config(&config)?;
+        crate::restore::validate_restored_state(&restored)?;
+        let RestoredState {
+            hard_state,
+            snapshot: (snapshot_meta, snapshot_data),
+            entries,
+        } = restored;
+        let mut node = RaftNode {
+            bugs: ActiveBugs::from_config(&config),
+            rng: ChaCha8Rng::seed_from_u64(config.random_seed),
+            config,
+            role: Role::Follower,
+            hard_state,
+            leader: None,
+            log: RaftLog::restore(snapshot_meta, snapshot_data, entries),
+            persistence: Persistence::default(),
+            timers: Timers::default(),
+            campaign: Campaign::default(),
+            leader_state: None,
+            snapshot_assembly: None,
+            heartbeat_round: 0,
+            commands: Vec::new(),
+        };
+        // The application may have snapshotted committed entries of a term this
+        // node had not yet made durable. Adopt that term (with no vote: no vote in
+        // it was ever durable, so none was ever sent) and persist it; the
+        // `Persist` command is waiting in `take_commands`.
+        let snapshot_term = node.log.snapshot().last_term;
+        if snapshot_term > node.hard_state.term {
+            node.set_hard_state(snapshot_term, None);
+            node.flush_persist();
+        }
+        node.reset_election_timer();
+        Ok(node)
     }
+
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
-        todo!()
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+        self.flush_persist();
     }
+
     /// Handles a message from a peer. Messages for another group, from a node
     /// outside the membership with a stale term, or malformed, are dropped.
-    pub fn step(&mut self, _message: Message) {
-        todo!()
+    pub fn step(&mut self, message: Message) {
+        if message.group != self.config.group
+            || message.to != self.config.id
+            || message.from == self.config.id
+            || !crate::validate::message_is_well_formed(&message)
+        {
+            return;
+        }
+        self.step_checked(message);
+        self.flush_persist();
     }
+
     /// Proposes an application command. On success returns the index and term the
     /// entry was appended at; the command is committed if and when an `Apply`
     /// command delivers an entry with that index *and* that term.
-    pub fn propose(&mut self, _command: Bytes) -> Result<(LogIndex, Term), RaftError> {
-        todo!()
+    pub fn propose(&mut self, command: Bytes) -> Result<(LogIndex, Term), RaftError> {
+        let result = self.propose_command(command);
+        self.flush_persist();
+        result
     }
+
     /// Proposes a single-server membership change; same return as `propose`.
     pub fn change_membership(
         &mut self,
-        _change: MembershipChange,
+        change: MembershipChange,
     ) -> Result<(LogIndex, Term), RaftError> {
-        todo!()
+        let result = self.propose_membership_change(change);
+        self.flush_persist();
+        result
     }
+
     /// Asks for a linearizable read point; answered later by `ReadReady` or
     /// `ReadFailed` with the same context.
-    pub fn read_index(&mut self, _context: u64) {
-        todo!()
+    pub fn read_index(&mut self, context: u64) {
+        self.request_read(context);
+        self.flush_persist();
     }
-    /// Asks the leader to hand leadership to `target`.
-    pub fn transfer_leadership(&mut self, _target: NodeId) -> Result<(), RaftError> {
-        todo!()
+
+    /// Asks the leader to hand leadership to `target`. Succeeds at once (nothing
+    /// to do) if `target` is this node; fails with `TransferInProgress` if a
+    /// transfer to another node is under way.
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), RaftError> {
+        let result = self.start_transfer(target);
+        self.flush_persist();
+        result
     }
+
     /// Reports that persistence request `id` (and every earlier one) is durable.
-    pub fn handle_persisted(&mut self, _id: PersistId) {
-        todo!()
+    /// Ids at or below one already reported are ignored.
+    pub fn handle_persisted(&mut self, id: PersistId) {
+        let (covered, released) = self.persistence.complete(id);
+        if let Some(index) = covered {
+            self.log.persisted_to(index);
+        }
+        for message in released {
+            self.commands.push(Command::Send(message));
+        }
+        match self.role {
+            Role::Candidate => self.poll_election(),
+            Role::Leader => self.maybe_commit(),
+            Role::Follower | Role::PreCandidate => {}
+        }
+        self.flush_persist();
     }
+
     /// Reports that the application durably stored a snapshot of its state at
     /// `last_index` (which it has applied); the core drops the log up to there and
-    /// sends `data` to followers that fall behind it.
-    pub fn compact(&mut self, _last_index: LogIndex, _data: Bytes) {
-        todo!()
+    /// sends `data` to followers that fall behind it. A `last_index` at or below
+    /// the current snapshot is ignored.
+    pub fn compact(&mut self, last_index: LogIndex, data: Bytes) {
+        self.log.compact(last_index, data);
     }
+
     /// Drains the commands produced since the last call, in execution order.
     pub fn take_commands(&mut self) -> Vec<Command> {
-        todo!()
+        std::mem::take(&mut self.commands)
     }
+
     /// A read-only view of the node.
     pub fn status(&self) -> Status {
-        todo!()
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.hard_state.term,
+            leader: self.leader,
+            commit_index: self.log.commit_index(),
+            applied_index: self.log.applied_index(),
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted_index(),
+            membership: self.log.membership().clone(),
+        }
     }
+
     /// The entry at `index`, if the in-memory log holds it (not compacted away).
-    pub fn entry(&self, _index: LogIndex) -> Option<&Entry> {
-        todo!()
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
     }
+
     /// The first index held in the in-memory log (snapshot's last index + 1).
     pub fn first_index(&self) -> LogIndex {
-        todo!()
+        self.log.first_index()
     }
+
     /// The snapshot the node currently holds.
     pub fn snapshot_meta(&self) -> &SnapshotMeta {
-        todo!()
+        self.log.snapshot()
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The durable-or-pending term and vote (the latest values in memory).
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// The leader's view of a follower's match index; `None` on a non-leader or
+    /// for a node that is not a member.
+    pub fn match_index_of(&self, node: NodeId) -> Option<LogIndex> {
+        let leader_state = self.leader_state.as_ref()?;
+        if node == self.config.id {
+            return Some(self.log.persisted_index());
+        }
+        leader_state
+            .progress
+            .get(&node)
+            .map(|progress| progress.match_index)
+    }
+
+    // ----- plumbing shared by the modules -------------------------------------
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The current term.
+    pub(crate) fn term(&self) -> Term {
+        self.hard_state.term
+    }
+
+    /// A message from this node in its current term.
+    pub(crate) fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            group: self.config.group,
+            from: self.config.id,
+            to,
+            term: self.hard_state.term,
+            body,
+        }
+    }
+
+    /// Sends a message that depends on nothing unpersisted.
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let message = self.message(to, body);
+        self.commands.push(Command::Send(message));
+    }
+
+    /// Sends a message once every change made so far is durable: a granted vote
+    /// or a snapshot acknowledgement promises state that must survive a crash.
+    pub(crate) fn send_when_durable(&mut self, to: NodeId, body: MessageBody) {
+        let message = self.message(to, body);
+        self.flush_persist();
+        if self.persistence.all_durable() {
+            self.commands.push(Command::Send(message));
+        } else {
+            let id = self.persistence.last_issued();
+            self.persistence.gate(id, message);
+        }
+    }
+
+    /// Emits the staged term, vote and entries as one `Persist` command.
+    pub(crate) fn flush_persist(&mut self) {
+        if let Some(request) = self.persistence.take_staged() {
+            self.commands.push(Command::Persist {
+                id: request.id,
+                hard_state: request.hard_state,
+                entries: request.entries,
+            });
+        }
+    }
+
+    /// Changes the term and/or vote, staging it for persistence.
+    pub(crate) fn set_hard_state(&mut self, term: Term, voted_for: Option<NodeId>) {
+        assert!(
+            term >= self.hard_state.term,
+            "the term must never decrease: {term} after {}",
+            self.hard_state.term
+        );
+        let hard_state = HardState { term, voted_for };
+        if hard_state != self.hard_state {
+            self.hard_state = hard_state;
+            self.persistence.stage_hard_state(hard_state);
+        }
+    }
+
+    /// Draws a new randomized election timeout and restarts the election timer.
+    pub(crate) fn reset_election_timer(&mut self) {
+        use rand::Rng;
+        let minimum = self.config.election_timeout_ticks;
+        self.timers.election_elapsed_ticks = 0;
+        self.timers.randomized_election_timeout_ticks = self.rng.gen_range(minimum..2 * minimum);
+    }
+
+    /// Emits `Apply` commands for every committed entry not yet applied.
+    pub(crate) fn apply_committed(&mut self) {
+        while self.log.applied_index() < self.log.commit_index() {
+            let batch = self.log.take_apply_batch(self.config.append_entries_max);
+            assert!(!batch.is_empty(), "committed entries missing from the log");
+            self.commands.push(Command::Apply(batch));
+        }
+    }
+
+    /// Whether this node is a voter in the membership in force.
+    pub(crate) fn is_voter(&self) -> bool {
+        self.log.membership().voters.contains(&self.config.id)
     }
 }

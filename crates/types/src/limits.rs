@@ -13,6 +13,12 @@ pub const WAL_SEGMENT_BYTES_TARGET: u64 = 64 * 1024 * 1024;
 pub const WAL_SEGMENT_BYTES_MAX: u64 = WAL_SEGMENT_BYTES_TARGET + WAL_RECORD_PAYLOAD_BYTES_MAX + 4096;
 /// Records written between two `fdatasync` calls by group commit, at most.
 pub const WAL_GROUP_COMMIT_RECORDS_MAX: usize = 4096;
+/// Bytes one group-commit batch (its records, their padding and its commit marker)
+/// may occupy, at most. A batch is closed early once the next record would pass it.
+pub const WAL_BATCH_BYTES_MAX: u64 = WAL_RECORD_PAYLOAD_BYTES_MAX + 4096;
+/// Longest file name a `Storage` implementation accepts (names are flat: one
+/// directory, no separators).
+pub const STORAGE_FILE_NAME_BYTES_MAX: usize = 128;
 /// Largest snapshot or metadata file installed atomically.
 pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
@@ -33,9 +39,20 @@ pub const RAFT_UNCOMMITTED_ENTRIES_MAX: usize = 65_536;
 pub const RAFT_PENDING_READS_MAX: usize = 65_536;
 /// Voters plus learners in one Raft group, at most.
 pub const RAFT_MEMBERS_MAX: usize = 64;
+/// How far (in entries) a learner's match index may trail the leader's last index
+/// for `PromoteLearner` to be accepted; a learner further behind would stall
+/// commits as soon as it counts toward the quorum.
+pub const RAFT_LEARNER_PROMOTION_LAG_ENTRIES_MAX: u64 = 64;
+
+/// Operations in one history given to the linearizability checker, at most. The
+/// checker numbers operations and list entries (two per operation) with `u32`.
+pub const LINEARIZABILITY_HISTORY_OPERATIONS_MAX: usize = 16 * 1024 * 1024;
 
 const _: () = assert!(WAL_SEGMENT_BYTES_TARGET < WAL_SEGMENT_BYTES_MAX);
+const _: () = assert!(WAL_BATCH_BYTES_MAX + 4096 <= WAL_SEGMENT_BYTES_MAX);
+const _: () = assert!(WAL_RECORD_PAYLOAD_BYTES_MAX + 1024 <= WAL_BATCH_BYTES_MAX);
 const _: () = assert!(RAFT_ENTRY_BYTES_MAX + 4096 <= WAL_RECORD_PAYLOAD_BYTES_MAX);
 const _: () = assert!(RAFT_APPEND_BYTES_MAX <= WAL_RECORD_PAYLOAD_BYTES_MAX);
 const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MAX <= RAFT_APPEND_BYTES_MAX);
 const _: () = assert!(RAFT_INFLIGHT_APPENDS_MAX >= 1);
+const _: () = assert!(2 * (LINEARIZABILITY_HISTORY_OPERATIONS_MAX as u64) + 1 < u32::MAX as u64);

@@ -50,7 +50,15 @@ impl RaftNode {
         self.reset_election_timer();
         self.campaign = Campaign::default();
         self.campaign.granted.insert(self.id());
-        if self.campaign.granted.len() >= self.log.membership().quorum() {
+        let membership = self.log.membership();
+        // The node's own pre-vote counts only if it is a voter (see `can_campaign`).
+        if self
+            .campaign
+            .granted
+            .intersection(&membership.voters)
+            .count()
+            >= membership.quorum()
+        {
             self.become_candidate(false);
             return;
         }

@@ -13,8 +13,21 @@
 //! [`Config::random_seed`]. The node shell (tokio, TCP, real files) and the
 //! simulator (one thread, simulated network and disk) drive the same code.
 //!
-//! See `docs/raft.md` for what is implemented, how it deviates from the paper and
-//! which invariants the code asserts.
+//! Persistence is asynchronous: `Persist` commands carry increasing ids, and a
+//! message that promises durable state (a granted vote, an append or snapshot
+//! acknowledgement) is held back until `handle_persisted` covers it.
+//!
+//! Layout (private modules, one concern each): `node` (the public API and shared
+//! state), `step` (term rules for every message), `election` (elections and
+//! pre-vote), `leader` (heartbeats, check-quorum, retransmission), `replication`
+//! (AppendEntries on both sides, commit), `progress` (per-follower replication
+//! state), `log` (the in-memory log and its indexes), `persistence` (persist ids,
+//! staging, gated messages), `snapshot` (chunked InstallSnapshot), `membership`,
+//! `read_index`, `transfer`, `restore` (start-up validation), `validate`
+//! (message shape checks), `state` (timers and leader-only state).
+//!
+//! See `docs/raft.md` for what is implemented, how it deviates from the paper,
+//! the shell's obligations and which invariants the code asserts.
 
 mod command;
 mod config;

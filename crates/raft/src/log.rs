@@ -345,9 +345,46 @@ impl RaftLog {
 
     /// Marks `index` durable (a persistence request covering it completed).
     pub(crate) fn persisted_to(&mut self, index: LogIndex) {
-        let index = index.min(self.last_index());
+        // Requests are capped at every later truncation, so none covers more
+        // than the log now holds.
+        assert!(
+            index <= self.last_index(),
+            "persisted index {index} beyond the last index {}",
+            self.last_index()
+        );
         if index > self.persisted_index {
             self.persisted_index = index;
+        }
+    }
+
+    /// Checks the relationships between the log's indexes (cheap; run after
+    /// every input).
+    pub(crate) fn assert_invariants(&self) {
+        let last_index = self.last_index();
+        assert!(
+            self.snapshot.last_index <= self.applied_index
+                && self.applied_index <= self.commit_index
+                && self.commit_index <= last_index,
+            "index order broken: snapshot {} <= applied {} <= commit {} <= last {}",
+            self.snapshot.last_index,
+            self.applied_index,
+            self.commit_index,
+            last_index
+        );
+        assert!(
+            self.persisted_index <= last_index,
+            "persisted index {} beyond the last index {last_index}",
+            self.persisted_index
+        );
+        if let Some(first) = self.entries.front() {
+            assert!(
+                first.index == self.first_index() && first.term >= self.snapshot.last_term,
+                "the first entry {} (term {}) does not follow the snapshot {} (term {})",
+                first.index,
+                first.term,
+                self.snapshot.last_index,
+                self.snapshot.last_term
+            );
         }
     }
 

@@ -157,11 +157,14 @@ impl RaftNode {
         } else {
             self.tick_election();
         }
-        self.flush_persist();
+        self.finish_input();
     }
 
-    /// Handles a message from a peer. Messages for another group, from a node
-    /// outside the membership with a stale term, or malformed, are dropped.
+    /// Handles a message from a peer. Messages for another group or another
+    /// node, or malformed, are dropped. A request with a stale term is refused
+    /// with the current term (even from a node outside the membership: it may be
+    /// a stale leader that must learn the newer term); a stale response is
+    /// dropped.
     pub fn step(&mut self, message: Message) {
         if message.group != self.config.group
             || message.to != self.config.id
@@ -171,7 +174,7 @@ impl RaftNode {
             return;
         }
         self.step_checked(message);
-        self.flush_persist();
+        self.finish_input();
     }
 
     /// Proposes an application command. On success returns the index and term the
@@ -179,7 +182,7 @@ impl RaftNode {
     /// command delivers an entry with that index *and* that term.
     pub fn propose(&mut self, command: Bytes) -> Result<(LogIndex, Term), RaftError> {
         let result = self.propose_command(command);
-        self.flush_persist();
+        self.finish_input();
         result
     }
 
@@ -189,7 +192,7 @@ impl RaftNode {
         change: MembershipChange,
     ) -> Result<(LogIndex, Term), RaftError> {
         let result = self.propose_membership_change(change);
-        self.flush_persist();
+        self.finish_input();
         result
     }
 
@@ -197,7 +200,7 @@ impl RaftNode {
     /// `ReadFailed` with the same context.
     pub fn read_index(&mut self, context: u64) {
         self.request_read(context);
-        self.flush_persist();
+        self.finish_input();
     }
 
     /// Asks the leader to hand leadership to `target`. Succeeds at once (nothing
@@ -205,7 +208,7 @@ impl RaftNode {
     /// transfer to another node is under way.
     pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), RaftError> {
         let result = self.start_transfer(target);
-        self.flush_persist();
+        self.finish_input();
         result
     }
 
@@ -224,7 +227,7 @@ impl RaftNode {
             Role::Leader => self.maybe_commit(),
             Role::Follower | Role::PreCandidate => {}
         }
-        self.flush_persist();
+        self.finish_input();
     }
 
     /// Reports that the application durably stored a snapshot of its state at
@@ -233,6 +236,7 @@ impl RaftNode {
     /// the current snapshot is ignored.
     pub fn compact(&mut self, last_index: LogIndex, data: Bytes) {
         self.log.compact(last_index, data);
+        self.finish_input();
     }
 
     /// Drains the commands produced since the last call, in execution order.
@@ -332,6 +336,26 @@ impl RaftNode {
         } else {
             let id = self.persistence.last_issued();
             self.persistence.gate(id, message);
+        }
+    }
+
+    /// Ends the handling of one input: emits what is staged for persistence and
+    /// checks the invariants that must hold between inputs.
+    fn finish_input(&mut self) {
+        self.flush_persist();
+        self.log.assert_invariants();
+        let leads = self.role == Role::Leader;
+        assert!(
+            leads == self.leader_state.is_some() && (!leads || self.leader == Some(self.config.id)),
+            "role {:?} inconsistent with leader {:?}",
+            self.role,
+            self.leader
+        );
+        if leads {
+            assert!(
+                self.persistence.hard_state_durable(),
+                "a leader's term and vote must be durable"
+            );
         }
     }
 

@@ -23,7 +23,7 @@ use crate::command::PersistId;
 use crate::entry::{Entry, HardState};
 use crate::message::Message;
 use std::collections::VecDeque;
-use understudy_types::LogIndex;
+use understudy_types::{limits, LogIndex};
 
 /// A persistence request that has been emitted but not yet reported durable.
 #[derive(Debug)]
@@ -158,13 +158,18 @@ impl Persistence {
         self.persisted >= id
     }
 
-    /// Holds `message` until request `id` is durable.
+    /// Holds `message` until request `id` is durable. If too many are held (the
+    /// disk is far behind), the message is dropped instead: every gated message
+    /// is an answer its sender can do without (appends are retransmitted, a
+    /// candidate campaigns again).
     pub(crate) fn gate(&mut self, id: PersistId, message: Message) {
         assert!(
             !self.is_durable(id),
             "gating a message on a durable request"
         );
-        self.gated.push_back((id, message));
+        if self.gated.len() < limits::RAFT_GATED_MESSAGES_MAX {
+            self.gated.push_back((id, message));
+        }
     }
 
     /// Marks every request up to `id` durable. Returns the highest log index the
@@ -257,5 +262,90 @@ mod tests {
         assert_eq!(covered, Some(LogIndex(1)));
         assert_eq!(released, vec![message(2), message(3)]);
         assert_eq!(persistence.complete(first.id), (None, Vec::new()));
+    }
+
+    /// What a test does to a follower's log and its persistence.
+    #[derive(Clone, Debug)]
+    enum Operation {
+        /// Append this many entries of the current term.
+        Append(usize),
+        /// Truncate at a position (modulo the log length) and append one entry
+        /// of a newer term there, as a follower does on a conflict.
+        Conflict(u64),
+        /// Emit the staged changes as a request.
+        Flush,
+        /// The shell makes this many of the oldest requests durable, in order.
+        Complete(usize),
+    }
+
+    fn operation() -> impl proptest::strategy::Strategy<Value = Operation> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1usize..4).prop_map(Operation::Append),
+            any::<u64>().prop_map(Operation::Conflict),
+            Just(Operation::Flush),
+            (1usize..3).prop_map(Operation::Complete),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving of appends, truncations, emitted requests and
+        /// completions, every index up to the persisted index is on the (in-order)
+        /// disk with exactly the entry the log holds in memory.
+        #[test]
+        fn the_persisted_index_never_overstates_the_disk(
+            operations in proptest::collection::vec(operation(), 1..80)
+        ) {
+            use crate::log::RaftLog;
+            let mut log = RaftLog::restore(Default::default(), bytes::Bytes::new(), Vec::new());
+            let mut persistence = Persistence::default();
+            let mut term = 1;
+            let mut issued: VecDeque<PersistRequest> = VecDeque::new();
+            let mut disk: Vec<Entry> = Vec::new();
+            for operation in operations {
+                match operation {
+                    Operation::Append(count) => {
+                        let start = log.last_index().0 + 1;
+                        let entries: Vec<Entry> =
+                            (start..start + count as u64).map(|index| entry(index, term)).collect();
+                        log.append(&entries, true);
+                        persistence.stage_entries(&entries);
+                    }
+                    Operation::Conflict(position) => {
+                        let last = log.last_index().0;
+                        if last == 0 {
+                            continue;
+                        }
+                        let index = LogIndex(1 + position % last);
+                        term += 1;
+                        log.truncate_from(index);
+                        persistence.cap_records_below(index);
+                        let replacement = [entry(index.0, term)];
+                        log.append(&replacement, true);
+                        persistence.stage_entries(&replacement);
+                    }
+                    Operation::Flush => issued.extend(persistence.take_staged()),
+                    Operation::Complete(count) => {
+                        let mut last_id = None;
+                        for request in issued.drain(..count.min(issued.len())) {
+                            if let Some(first) = request.entries.first() {
+                                disk.retain(|stored| stored.index < first.index);
+                                disk.extend(request.entries.iter().cloned());
+                            }
+                            last_id = Some(request.id);
+                        }
+                        if let Some(id) = last_id {
+                            if let (Some(covered), _) = persistence.complete(id) {
+                                log.persisted_to(covered);
+                            }
+                        }
+                    }
+                }
+                for index in 1..=log.persisted_index().0 {
+                    let on_disk = disk.get(index as usize - 1);
+                    proptest::prop_assert_eq!(on_disk, log.entry(LogIndex(index)));
+                }
+            }
+        }
     }
 }

@@ -71,6 +71,9 @@ pub(crate) struct Progress {
     pub(crate) recently_active: bool,
     /// The highest heartbeat round the follower has echoed in this term.
     pub(crate) acknowledged_round: u64,
+    /// The highest commit index a request sent to the follower lets it learn
+    /// (`min(leader_commit, last index the request verifies)`).
+    pub(crate) commit_told: LogIndex,
 }
 
 impl Progress {
@@ -84,6 +87,7 @@ impl Progress {
             stalled_ticks: 0,
             recently_active: false,
             acknowledged_round: 0,
+            commit_told: LogIndex(0),
         }
     }
 

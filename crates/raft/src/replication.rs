@@ -140,6 +140,10 @@ impl RaftNode {
                 self.config.append_bytes_max,
             );
             let last_sent = entries.last().map(|entry| entry.index);
+            let verified = last_sent.unwrap_or(previous_log_index);
+            progress.commit_told = progress
+                .commit_told
+                .max(self.log.commit_index().min(verified));
             let probing = matches!(progress.state, ReplicationState::Probe { .. });
             if probing {
                 progress.state = ReplicationState::Probe { sent: true };
@@ -172,9 +176,12 @@ impl RaftNode {
         }
     }
 
-    /// A heartbeat anchors at the follower's match index, which it is known to
-    /// hold, so it succeeds without disturbing pipelined appends.
-    fn send_heartbeat(&mut self, peer: NodeId) {
+    /// Tells `peer` about a commit index it cannot learn yet from what was sent
+    /// to it, with an empty append anchored at its match index. The leader does
+    /// this whenever its commit index advances (and after each answer), so
+    /// followers apply within a round trip instead of at the next heartbeat.
+    pub(crate) fn send_commit_update(&mut self, peer: NodeId) {
+        let commit_index = self.log.commit_index();
         let Some(progress) = self
             .leader_state
             .as_ref()
@@ -182,17 +189,54 @@ impl RaftNode {
         else {
             return;
         };
-        let (previous_log_index, previous_log_term) = match self.log.term_at(progress.match_index) {
-            Some(term) => (progress.match_index, term),
-            // The match point was compacted away: anchor at index 0, which every
-            // log holds; the follower will get the snapshot.
+        let (anchor, _) = self.heartbeat_anchor(progress.match_index);
+        // Only if the heartbeat would tell the follower something new; otherwise
+        // every answer would trigger another heartbeat.
+        let stale = progress.commit_told < commit_index.min(anchor)
+            && !matches!(progress.state, ReplicationState::Snapshot(_));
+        if stale {
+            self.send_heartbeat(peer);
+        }
+    }
+
+    /// Where a heartbeat to a follower with `match_index` anchors: at the match
+    /// index, which the follower is known to hold; or, if that entry was
+    /// compacted away (its term is unknown), at index 0, which every log holds —
+    /// the follower will get the snapshot.
+    fn heartbeat_anchor(&self, match_index: LogIndex) -> (LogIndex, Term) {
+        match self.log.term_at(match_index) {
+            Some(term) => (match_index, term),
             None => (LogIndex(0), Term(0)),
+        }
+    }
+
+    /// A heartbeat anchors at the follower's match index (see
+    /// `heartbeat_anchor`), so it succeeds without disturbing pipelined appends.
+    fn send_heartbeat(&mut self, peer: NodeId) {
+        let commit_index = self.log.commit_index();
+        let Some(match_index) = self
+            .leader_state
+            .as_ref()
+            .and_then(|s| s.progress.get(&peer))
+            .map(|progress| progress.match_index)
+        else {
+            return;
         };
+        let (previous_log_index, previous_log_term) = self.heartbeat_anchor(match_index);
+        if let Some(progress) = self
+            .leader_state
+            .as_mut()
+            .and_then(|s| s.progress.get_mut(&peer))
+        {
+            progress.commit_told = progress
+                .commit_told
+                .max(commit_index.min(previous_log_index));
+        }
         let body = MessageBody::AppendRequest {
             previous_log_index,
             previous_log_term,
             entries: Vec::new(),
-            leader_commit: self.log.commit_index(),
+            leader_commit: commit_index,
             heartbeat_round: self.heartbeat_round,
         };
         self.send(peer, body);
@@ -362,6 +406,7 @@ impl RaftNode {
         }
         self.check_pending_reads();
         self.send_append(from);
+        self.send_commit_update(from);
     }
 
     /// Backs up `next_index` after a rejection using the conflict hint (the
@@ -439,6 +484,9 @@ impl RaftNode {
         if of_current_term || self.bugs.commit_earlier_term_by_counting {
             self.log.commit_to(candidate);
             self.apply_committed();
+            for peer in self.peers() {
+                self.send_commit_update(peer);
+            }
             self.after_leader_commit();
         }
     }

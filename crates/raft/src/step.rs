@@ -60,10 +60,11 @@ impl RaftNode {
 
     /// A message from an older term: requests are refused with the current term
     /// so the sender catches up (a stale leader steps down); responses are dropped.
+    /// Requests are answered whoever sends them: a stale leader may not be in
+    /// this node's latest configuration (an uncommitted change that removes it),
+    /// and if it never learned the newer term it would lead on with a quorum of
+    /// the old configuration while this node could never catch up.
     fn answer_stale(&mut self, message: Message) {
-        if !self.log.membership().contains(message.from) {
-            return;
-        }
         let body = match message.body {
             MessageBody::AppendRequest {
                 heartbeat_round, ..

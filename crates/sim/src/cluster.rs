@@ -8,10 +8,10 @@
 //! actions) are handed back to the caller by [`Cluster::step`].
 
 use crate::invariants::Checker;
+use crate::kv::KvCommand;
 use crate::network::{Network, NetworkFaults};
 use crate::node::{Completion, NodeEffects, OperationKey, SimNode, StorageBugs};
 use crate::trace::TraceHasher;
-use crate::kv::KvCommand;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
@@ -33,6 +33,9 @@ pub struct ClusterConfig {
     pub election_timeout_ticks: u32,
     /// Raft's heartbeat interval, in ticks.
     pub heartbeat_interval_ticks: u32,
+    /// Entries per AppendEntries message, at most. Small batches make a new
+    /// leader send old entries apart from the entry of its own term.
+    pub append_entries_max: usize,
     /// The network's initial fault settings.
     pub network: NetworkFaults,
     /// A node snapshots its state after applying this many entries.
@@ -60,6 +63,7 @@ impl ClusterConfig {
             tick_micros: 10_000,
             election_timeout_ticks: 15,
             heartbeat_interval_ticks: 5,
+            append_entries_max: understudy_types::limits::RAFT_APPEND_ENTRIES_MAX,
             network: NetworkFaults::reliable(),
             snapshot_threshold_entries: u64::MAX,
             sync_delay_min_micros: 100,
@@ -208,7 +212,8 @@ impl Cluster {
         );
         self.nodes.insert(id, node);
         self.bootstrap_voters.insert(id, bootstrap_voters);
-        self.tick_interval_micros.insert(id, self.config.tick_micros);
+        self.tick_interval_micros
+            .insert(id, self.config.tick_micros);
         self.start_node(id);
     }
 
@@ -280,7 +285,10 @@ impl Cluster {
 
     /// Sets a node's clock rate: its ticks come every `tick_micros * skew`.
     pub fn set_clock_skew(&mut self, id: NodeId, skew: f64) {
-        assert!((0.1..=10.0).contains(&skew), "clock skew {skew} is implausible");
+        assert!(
+            (0.1..=10.0).contains(&skew),
+            "clock skew {skew} is implausible"
+        );
         let interval = (self.config.tick_micros as f64 * skew).round() as u64;
         self.tick_interval_micros.insert(id, interval.max(1));
     }
@@ -320,7 +328,8 @@ impl Cluster {
             Event::Deliver { message } => self.handle_delivery(message),
             Event::Sync { node, incarnation } => self.handle_sync(node, incarnation),
             Event::External(external) => {
-                self.trace.event(1, &[self.now_micros, external_tag(external)]);
+                self.trace
+                    .event(1, &[self.now_micros, external_tag(external)]);
                 return Step::External(external);
             }
         }
@@ -356,7 +365,13 @@ impl Cluster {
         let mut effects = NodeEffects::default();
         node.with_raft(&mut effects, RaftNode::tick);
         let interval = self.tick_interval_micros[&id];
-        self.push(interval, Event::Tick { node: id, incarnation });
+        self.push(
+            interval,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
         self.absorb(id, effects);
     }
 
@@ -371,8 +386,16 @@ impl Cluster {
         if !node.is_running() {
             return;
         }
-        self.trace
-            .event(3, &[self.now_micros, from.get(), to.get(), message.term.get(), body_tag(&message.body)]);
+        self.trace.event(
+            3,
+            &[
+                self.now_micros,
+                from.get(),
+                to.get(),
+                message.term.get(),
+                body_tag(&message.body),
+            ],
+        );
         let mut effects = NodeEffects::default();
         node.with_raft(&mut effects, |raft| raft.step(message));
         self.absorb(to, effects);
@@ -421,8 +444,12 @@ impl Cluster {
         for message in effects.messages {
             self.send(message);
         }
-        self.completions
-            .extend(effects.completions.into_iter().map(|completion| (id, completion)));
+        self.completions.extend(
+            effects
+                .completions
+                .into_iter()
+                .map(|completion| (id, completion)),
+        );
         if effects.sync_wanted {
             self.schedule_sync(id);
         }
@@ -456,7 +483,12 @@ impl Cluster {
             [delay] => self.push(*delay, Event::Deliver { message }),
             [first, rest @ ..] => {
                 for delay in rest {
-                    self.push(*delay, Event::Deliver { message: message.clone() });
+                    self.push(
+                        *delay,
+                        Event::Deliver {
+                            message: message.clone(),
+                        },
+                    );
                 }
                 self.push(*first, Event::Deliver { message });
             }
@@ -471,7 +503,13 @@ impl Cluster {
             .random
             .gen_range(self.config.sync_delay_min_micros..=self.config.sync_delay_max_micros);
         let incarnation = self.nodes[&id].incarnation;
-        self.push(delay, Event::Sync { node: id, incarnation });
+        self.push(
+            delay,
+            Event::Sync {
+                node: id,
+                incarnation,
+            },
+        );
     }
 
     fn raft_config(&mut self, id: NodeId, incarnation: u64) -> Config {
@@ -481,6 +519,7 @@ impl Cluster {
         let mut config = Config::new(id, GroupId(0), seed);
         config.election_timeout_ticks = self.config.election_timeout_ticks;
         config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
+        config.append_entries_max = self.config.append_entries_max;
         config.deliberate_bugs = self.config.raft_bugs;
         config
     }
@@ -495,9 +534,16 @@ impl Cluster {
             self.checker.report(self.now_micros, problem);
             return;
         }
-        self.trace.event(5, &[self.now_micros, id.get(), incarnation]);
+        self.trace
+            .event(5, &[self.now_micros, id.get(), incarnation]);
         let phase = self.random.gen_range(0..self.config.tick_micros);
-        self.push(phase, Event::Tick { node: id, incarnation });
+        self.push(
+            phase,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
         self.absorb(id, effects);
     }
 
@@ -513,7 +559,13 @@ impl Cluster {
         node.crash();
         let report = node.disk.crash(&mut self.random, &self.config.crash_faults);
         self.stats.crashes += 1;
-        if report.sectors_lost + report.sectors_torn + report.bits_flipped + report.length_changes_lost + report.directory_operations_lost > 0 {
+        if report.sectors_lost
+            + report.sectors_torn
+            + report.bits_flipped
+            + report.length_changes_lost
+            + report.directory_operations_lost
+            > 0
+        {
             self.stats.crashes_losing_unsynced_writes += 1;
         }
         self.syncs_scheduled.remove(&id);
@@ -558,8 +610,15 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).ok_or(None)?;
         let mut effects = NodeEffects::default();
         let result = node.propose_write(operation, command, &mut effects);
-        self.trace
-            .event(7, &[self.now_micros, id.get(), operation, u64::from(result.is_ok())]);
+        self.trace.event(
+            7,
+            &[
+                self.now_micros,
+                id.get(),
+                operation,
+                u64::from(result.is_ok()),
+            ],
+        );
         self.absorb(id, effects);
         result
     }

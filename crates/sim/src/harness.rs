@@ -85,7 +85,10 @@ impl Harness {
     /// Panics if any invariant was violated so far.
     pub fn assert_safe(&self) {
         let violations = self.cluster.checker.violations();
-        assert!(violations.is_empty(), "invariant violations: {violations:#?}");
+        assert!(
+            violations.is_empty(),
+            "invariant violations: {violations:#?}"
+        );
     }
 
     /// Waits (up to 10 polls of about 500 ms) for exactly one leader among the
@@ -114,7 +117,10 @@ impl Harness {
     /// Asserts that no running, connected node is leader.
     pub fn check_no_leader(&self) {
         for (id, term) in self.cluster.leaders() {
-            assert!(!self.is_up(id), "{id} leads {term} but no quorum should exist");
+            assert!(
+                !self.is_up(id),
+                "{id} leads {term} but no quorum should exist"
+            );
         }
     }
 
@@ -223,7 +229,12 @@ impl Harness {
 
     /// Waits until at least `expected` nodes applied `index`, or until a node's
     /// term passes `start_term` (the lab's `wait`). Returns the fingerprint.
-    pub fn wait(&mut self, index: LogIndex, expected: usize, start_term: Option<Term>) -> Option<u64> {
+    pub fn wait(
+        &mut self,
+        index: LogIndex,
+        expected: usize,
+        start_term: Option<Term>,
+    ) -> Option<u64> {
         let mut pause = 10 * MILLIS;
         for _ in 0..30 {
             let (count, fingerprint) = self.n_committed(index);

@@ -11,7 +11,9 @@
 //!   consecutively (a committed entry is never lost or changed);
 //! - *leader completeness*: a new leader holds every entry already applied
 //!   anywhere;
-//! - *monotonic commit*: a node's commit index never decreases while it runs.
+//! - *monotonic commit*: a node's commit index never decreases while it runs;
+//! - *the commit rule* (Figure 2, §5.4.2): a leader advances its commit index
+//!   only to an entry of its own term — earlier entries commit with it.
 
 use crate::node::AppendedEntry;
 use std::collections::BTreeMap;
@@ -33,7 +35,8 @@ pub struct Checker {
     votes: BTreeMap<(Term, NodeId), NodeId>,
     slots: BTreeMap<(LogIndex, Term), SlotRecord>,
     committed: BTreeMap<LogIndex, (Term, u64)>,
-    commit_index: BTreeMap<NodeId, (u64, LogIndex)>,
+    /// Per node: (incarnation, role, term, commit index) at the last observation.
+    last_seen: BTreeMap<NodeId, (u64, Role, Term, LogIndex)>,
     violations: Vec<String>,
 }
 
@@ -51,7 +54,11 @@ impl Checker {
 
     /// The highest index known committed (applied somewhere).
     pub fn committed_index(&self) -> LogIndex {
-        self.committed.keys().next_back().copied().unwrap_or_default()
+        self.committed
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The (term, fingerprint) committed at `index`, if any node applied it.
@@ -77,7 +84,10 @@ impl Checker {
             fingerprint: entry.fingerprint,
             first_seen_on: node,
         };
-        let existing = *self.slots.entry((entry.index, entry.term)).or_insert(record);
+        let existing = *self
+            .slots
+            .entry((entry.index, entry.term))
+            .or_insert(record);
         if existing.fingerprint != record.fingerprint
             || existing.previous_term != record.previous_term
         {
@@ -136,22 +146,29 @@ impl Checker {
         raft: &RaftNode,
     ) {
         let node = status.id;
-        let (known_incarnation, known_commit) = self
-            .commit_index
-            .get(&node)
-            .copied()
-            .unwrap_or((incarnation, LogIndex(0)));
-        if known_incarnation == incarnation && status.commit_index < known_commit {
-            self.report(
-                now_micros,
-                format!(
-                    "{node}'s commit index went back from {known_commit} to {}",
-                    status.commit_index
-                ),
-            );
+        let previous = self.last_seen.insert(
+            node,
+            (incarnation, status.role, status.term, status.commit_index),
+        );
+        if let Some((known_incarnation, known_role, known_term, known_commit)) = previous {
+            if known_incarnation == incarnation {
+                if status.commit_index < known_commit {
+                    self.report(
+                        now_micros,
+                        format!(
+                            "{node}'s commit index went back from {known_commit} to {}",
+                            status.commit_index
+                        ),
+                    );
+                }
+                let leading_on = known_role == Role::Leader
+                    && status.role == Role::Leader
+                    && known_term == status.term;
+                if leading_on && status.commit_index > known_commit {
+                    self.check_commit_rule(now_micros, status, raft);
+                }
+            }
         }
-        self.commit_index
-            .insert(node, (incarnation, status.commit_index));
         if status.role != Role::Leader {
             return;
         }
@@ -159,12 +176,35 @@ impl Checker {
             Some(leader) if leader == node => {}
             Some(leader) => self.report(
                 now_micros,
-                format!("election safety: {leader} and {node} both lead {}", status.term),
+                format!(
+                    "election safety: {leader} and {node} both lead {}",
+                    status.term
+                ),
             ),
             None => {
                 self.leaders_by_term.insert(status.term, node);
                 self.check_leader_completeness(now_micros, status, raft);
             }
+        }
+    }
+
+    /// A leader that advanced its commit index must have done so by counting
+    /// replicas of an entry of its own term.
+    fn check_commit_rule(&mut self, now_micros: u64, status: &Status, raft: &RaftNode) {
+        let index = status.commit_index;
+        let term = match raft.entry(index) {
+            Some(entry) => entry.term,
+            None => raft.snapshot_meta().last_term,
+        };
+        if term != status.term {
+            self.report(
+                now_micros,
+                format!(
+                    "commit rule: {} leading {} advanced its commit index to {index}, \
+                     an entry of {term}",
+                    status.id, status.term
+                ),
+            );
         }
     }
 

@@ -55,9 +55,7 @@ impl KvCommand {
 
     /// Decodes a command, or `None` if the bytes are not a well-formed command.
     pub fn decode(bytes: &[u8]) -> Option<KvCommand> {
-        if bytes.len() < COMMAND_HEADER_BYTES
-            || bytes.len() as u64 > limits::RAFT_ENTRY_BYTES_MAX
-        {
+        if bytes.len() < COMMAND_HEADER_BYTES || bytes.len() as u64 > limits::RAFT_ENTRY_BYTES_MAX {
             return None;
         }
         let mut cursor = Cursor { bytes, at: 0 };

@@ -51,6 +51,8 @@ impl Default for NemesisConfig {
 pub struct NemesisStats {
     /// Partitions started (including leader isolations).
     pub partitions: u64,
+    /// Whole-cluster power outages.
+    pub power_outages: u64,
     /// Leadership transfers requested.
     pub transfers: u64,
     /// Membership changes proposed and accepted by a leader.
@@ -110,7 +112,8 @@ impl Nemesis {
         }
         let choice = cluster.random().gen_range(0..100);
         match choice {
-            0..=29 => self.crash_someone(cluster),
+            0..=1 => self.power_outage(cluster),
+            2..=29 => self.crash_someone(cluster),
             30..=49 => self.partition(cluster),
             50..=59 => self.skew_a_clock(cluster),
             60..=69 => self.change_network(cluster),
@@ -134,10 +137,7 @@ impl Nemesis {
 
     fn crash_someone(&mut self, cluster: &mut Cluster) {
         let ids = cluster.node_ids();
-        let down = ids
-            .iter()
-            .filter(|id| cluster.raft(**id).is_none())
-            .count();
+        let down = ids.iter().filter(|id| cluster.raft(**id).is_none()).count();
         let voters = self.voter_count(cluster);
         if down + 1 > voters.saturating_sub(1) / 2 {
             return;
@@ -169,6 +169,23 @@ impl Nemesis {
             .random()
             .gen_range(1_000..=self.config.downtime_max_micros);
         cluster.schedule(downtime, External::Timer(RESTART_TAG | victim.get()));
+    }
+
+    /// Every node loses power at once, losing what it had not synced, and comes
+    /// back after its own downtime. Raft survives this only if every
+    /// acknowledgement it counted was durable.
+    fn power_outage(&mut self, cluster: &mut Cluster) {
+        for id in cluster.node_ids() {
+            if cluster.raft(id).is_none() {
+                continue;
+            }
+            cluster.crash(id);
+            let downtime = cluster
+                .random()
+                .gen_range(1_000..=self.config.downtime_max_micros);
+            cluster.schedule(downtime, External::Timer(RESTART_TAG | id.get()));
+        }
+        self.stats.power_outages += 1;
     }
 
     fn partition(&mut self, cluster: &mut Cluster) {

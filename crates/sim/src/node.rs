@@ -11,8 +11,8 @@ use crate::trace::fingerprint;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use understudy_raft::{
-    Command, Config, Entry, EntryPayload, Membership, Message, PersistId, RaftNode,
-    RestoredState, SnapshotMeta,
+    Command, Config, Entry, EntryPayload, HardState, Membership, Message, MessageBody, PersistId,
+    RaftNode, RestoredState, SnapshotMeta,
 };
 use understudy_raft_log::{RaftLog, RaftLogOptions};
 use understudy_types::{LogIndex, NodeId, Term};
@@ -77,6 +77,15 @@ pub struct StorageBugs {
     pub no_op_sync: bool,
 }
 
+/// What a node's log holds, as far as the node's answers may rely on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LogView {
+    /// The last index of a prefix that matches the core's log.
+    last_index: LogIndex,
+    /// The term and vote.
+    hard_state: HardState,
+}
+
 /// A node that is up.
 struct Running {
     raft: RaftNode,
@@ -88,6 +97,11 @@ struct Running {
     snapshot_index: LogIndex,
     /// The highest persistence id written to the log but not yet reported.
     written_unsynced: Option<PersistId>,
+    /// What was written, synced or not.
+    written: LogView,
+    /// What a crash cannot take away: acknowledgements and votes may rely only on
+    /// this (the persistence-ordering invariant, checked at every send).
+    durable: LogView,
     /// Writes waiting for their slot to be applied: index -> (term, operation).
     pending_writes: BTreeMap<LogIndex, (Term, OperationKey)>,
     /// Reads waiting for ReadIndex: operation -> key.
@@ -115,11 +129,7 @@ pub struct SimNode {
 impl SimNode {
     /// A node with a fresh disk. `initial_voters` bootstraps a new group; an empty
     /// list makes a node that waits to be added to a running group.
-    pub fn new(
-        id: NodeId,
-        snapshot_threshold_entries: u64,
-        storage_bugs: StorageBugs,
-    ) -> SimNode {
+    pub fn new(id: NodeId, snapshot_threshold_entries: u64, storage_bugs: StorageBugs) -> SimNode {
         SimNode {
             id,
             incarnation: 0,
@@ -175,6 +185,13 @@ impl SimNode {
         })
         .map_err(|error| format!("{} cannot reopen its log: {error}", self.id))?;
         let (meta, data) = restored.snapshot.clone();
+        let restored_view = LogView {
+            last_index: restored
+                .entries
+                .last()
+                .map_or(meta.last_index, |entry| entry.index),
+            hard_state: restored.hard_state,
+        };
         let kv = KvStore::restore(&data)
             .ok_or_else(|| format!("{} holds an undecodable snapshot", self.id))?;
         let raft = RaftNode::new(config, restored)
@@ -188,6 +205,8 @@ impl SimNode {
             applied_membership: meta.membership.clone(),
             snapshot_index: meta.last_index,
             written_unsynced: None,
+            written: restored_view,
+            durable: restored_view,
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
             ready_reads: Vec::new(),
@@ -246,7 +265,9 @@ impl SimNode {
             running.raft.read_index(operation);
             self.drain(effects);
         } else {
-            effects.completions.push(Completion::ReadRefused(operation, None));
+            effects
+                .completions
+                .push(Completion::ReadRefused(operation, None));
         }
     }
 
@@ -258,7 +279,11 @@ impl SimNode {
         let Some(id) = running.written_unsynced.take() else {
             return;
         };
-        running.log.sync().expect("the simulated disk injects no I/O errors");
+        running
+            .log
+            .sync()
+            .expect("the simulated disk injects no I/O errors");
+        running.durable = running.written;
         running.raft.handle_persisted(id);
         self.drain(effects);
     }
@@ -293,6 +318,7 @@ impl Running {
                 entries,
             } => {
                 self.record_appended(&entries, effects);
+                self.note_written(hard_state, &entries);
                 // Written now, synced by the group commit the cluster schedules:
                 // a crash in between loses or tears what was written.
                 self.log
@@ -302,7 +328,10 @@ impl Running {
                 self.written_unsynced = Some(id);
                 effects.sync_wanted = true;
             }
-            Command::Send(message) => effects.messages.push(message),
+            Command::Send(message) => {
+                self.check_durable_before_answer(&message, effects);
+                effects.messages.push(message);
+            }
             Command::Apply(entries) => {
                 for entry in entries {
                     self.apply(entry, effects);
@@ -324,6 +353,43 @@ impl Running {
                     .completions
                     .push(Completion::ReadRefused(context, leader_hint));
             }
+        }
+    }
+
+    fn note_written(&mut self, hard_state: Option<HardState>, entries: &[Entry]) {
+        if let Some(hard_state) = hard_state {
+            self.written.hard_state = hard_state;
+        }
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            // Entries from `first` on replace what was stored there; until the
+            // replacement is synced, only the prefix before it is durable.
+            self.durable.last_index = self.durable.last_index.min(first.index.previous());
+            self.written.last_index = last.index;
+        }
+    }
+
+    /// Persistence ordering: a vote or an append acknowledgement may only leave
+    /// the node once the state it vouches for is durable.
+    fn check_durable_before_answer(&self, message: &Message, effects: &mut NodeEffects) {
+        match message.body {
+            MessageBody::AppendResponse {
+                success: true,
+                match_index,
+                ..
+            } if match_index > self.durable.last_index => effects.violations.push(format!(
+                "acknowledged entries up to {match_index} with only {} durable",
+                self.durable.last_index
+            )),
+            MessageBody::VoteResponse { granted: true }
+                if self.durable.hard_state.term != message.term
+                    || self.durable.hard_state.voted_for != Some(message.to) =>
+            {
+                effects.violations.push(format!(
+                    "granted its vote to {} in {} before the vote was durable",
+                    message.to, message.term
+                ))
+            }
+            _ => {}
         }
     }
 
@@ -363,11 +429,9 @@ impl Running {
                 entry.index, self.applied_index
             ));
         }
-        effects.applied.push((
-            entry.index,
-            entry.term,
-            payload_fingerprint(&entry.payload),
-        ));
+        effects
+            .applied
+            .push((entry.index, entry.term, payload_fingerprint(&entry.payload)));
         match &entry.payload {
             EntryPayload::Empty => {}
             EntryPayload::Command(bytes) => match KvCommand::decode(bytes) {
@@ -427,6 +491,10 @@ impl Running {
         self.applied_membership = meta.membership.clone();
         self.snapshot_index = meta.last_index;
         self.written_unsynced = None;
+        if !keep_entries_after {
+            self.written.last_index = meta.last_index;
+        }
+        self.durable = self.written;
         effects.snapshots_installed += 1;
         self.raft.handle_persisted(id);
     }
@@ -462,6 +530,8 @@ impl Running {
         self.log
             .save_snapshot(&meta, &data)
             .expect("the simulated disk injects no I/O errors");
+        // Storing the snapshot syncs the log too: everything written is durable.
+        self.durable = self.written;
         self.raft.compact(meta.last_index, data);
         self.snapshot_index = meta.last_index;
         effects.snapshots_taken += 1;

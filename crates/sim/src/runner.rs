@@ -101,6 +101,8 @@ const LIVENESS_VIRTUAL_MICROS_MAX: u64 = 30_000_000;
 pub fn cluster_config(run: &RunConfig) -> ClusterConfig {
     let mut config = ClusterConfig::reliable(run.seed, run.nodes);
     config.network = NetworkFaults::unreliable();
+    // From one entry per message up to a few: batching and pipelining under stress.
+    config.append_entries_max = 1 + (run.seed % 4) as usize;
     // Small enough that followers which fall behind need a snapshot.
     config.snapshot_threshold_entries = 20 + run.seed % 80;
     config.crash_faults = CrashFaults::default();
@@ -132,9 +134,13 @@ pub fn run_seed(run: &RunConfig) -> SeedReport {
     let mut nemesis = Nemesis::new(NemesisConfig::default(), &mut cluster);
     let mut violations = Vec::new();
 
-    drive(&mut cluster, &mut workload, &mut nemesis, WORKLOAD_VIRTUAL_MICROS_MAX, |_, workload| {
-        workload.is_finished()
-    });
+    drive(
+        &mut cluster,
+        &mut workload,
+        &mut nemesis,
+        WORKLOAD_VIRTUAL_MICROS_MAX,
+        |_, workload| workload.is_finished(),
+    );
     if !workload.is_finished() {
         violations.push(format!(
             "the workload did not finish within {} s of virtual time",
@@ -220,7 +226,10 @@ fn liveness_phase(
         }
         if barrier_index.is_none() {
             if let Some(leader) = cluster.leader() {
-                if cluster.propose_write(leader, barrier_operation, &command).is_ok() {
+                if cluster
+                    .propose_write(leader, barrier_operation, &command)
+                    .is_ok()
+                {
                     barrier_index = cluster.raft(leader).map(|raft| raft.status().last_index);
                 }
             }

@@ -81,8 +81,11 @@ pub fn replay_command(template: &RunConfig, seed: u64) -> String {
 /// Runs `options.seeds` seeds starting at `options.first_seed`.
 pub fn run_seeds(template: &RunConfig, options: &SeedsOptions) -> Summary {
     let next = AtomicU64::new(0);
-    let reports: Mutex<Vec<Option<SeedReport>>> =
-        Mutex::new(vec![None; usize::try_from(options.seeds).expect("seed count fits")]);
+    let reports: Mutex<Vec<Option<SeedReport>>> = Mutex::new(vec![
+        None;
+        usize::try_from(options.seeds)
+            .expect("seed count fits")
+    ]);
     let done = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..options.threads.max(1) {
@@ -131,7 +134,11 @@ pub fn run_seed_catching_panics(run: &RunConfig) -> SeedReport {
         let message = payload
             .downcast_ref::<String>()
             .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+            .or_else(|| {
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+            })
             .unwrap_or_else(|| "a panic without a message".to_owned());
         SeedReport {
             seed: run.seed,
@@ -141,7 +148,12 @@ pub fn run_seed_catching_panics(run: &RunConfig) -> SeedReport {
     })
 }
 
-fn report_seed(template: &RunConfig, options: &SeedsOptions, report: &SeedReport, done: &AtomicU64) {
+fn report_seed(
+    template: &RunConfig,
+    options: &SeedsOptions,
+    report: &SeedReport,
+    done: &AtomicU64,
+) {
     let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
     if !report.violations.is_empty() {
         let mut text = format!("seed {} FAILED:\n", report.seed);
@@ -149,9 +161,15 @@ fn report_seed(template: &RunConfig, options: &SeedsOptions, report: &SeedReport
             text.push_str(&format!("  {violation}\n"));
         }
         if report.violations.len() > 10 {
-            text.push_str(&format!("  ... and {} more\n", report.violations.len() - 10));
+            text.push_str(&format!(
+                "  ... and {} more\n",
+                report.violations.len() - 10
+            ));
         }
-        text.push_str(&format!("  replay: {}\n", replay_command(template, report.seed)));
+        text.push_str(&format!(
+            "  replay: {}\n",
+            replay_command(template, report.seed)
+        ));
         print!("{text}");
     } else if options.verbose {
         println!(
@@ -171,7 +189,8 @@ fn report_seed(template: &RunConfig, options: &SeedsOptions, report: &SeedReport
         );
     }
     let step = (options.seeds / 10).max(1);
-    if options.progress && options.seeds > 1 && (finished % step == 0 || finished == options.seeds) {
+    if options.progress && options.seeds > 1 && (finished % step == 0 || finished == options.seeds)
+    {
         eprintln!("progress: {finished}/{} seeds", options.seeds);
     }
 }

@@ -170,7 +170,11 @@ impl Workload {
             Phase::Waiting(operation, deadline) if cluster.now_micros >= deadline => {
                 // Appended somewhere but never confirmed: the outcome is unknown.
                 self.unknown += 1;
-                self.operations.get_mut(&operation).expect("in flight").1.response = None;
+                self.operations
+                    .get_mut(&operation)
+                    .expect("in flight")
+                    .1
+                    .response = None;
                 self.finish_operation(cluster, client);
             }
             Phase::Waiting(..) | Phase::Finished => {}
@@ -209,7 +213,10 @@ impl Workload {
 
     /// The recorded history, in order of operation keys.
     pub fn history(&self) -> Vec<HistoryEntry> {
-        self.operations.values().map(|(_, entry)| entry.clone()).collect()
+        self.operations
+            .values()
+            .map(|(_, entry)| entry.clone())
+            .collect()
     }
 
     fn start_operation(&mut self, cluster: &mut Cluster, client: usize) {

@@ -41,7 +41,11 @@ fn persistence_across_restart_of_all_leader_and_follower() {
     harness.wait(index, 3, None);
 
     let leader3 = harness.check_one_leader();
-    let follower = harness.ids().into_iter().find(|id| *id != leader3).expect("followers");
+    let follower = harness
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader3)
+        .expect("followers");
     harness.crash(follower);
     harness.one(16, 2, true);
     harness.restart(follower);
@@ -106,14 +110,14 @@ fn persistence_with_partitioned_leader_and_crashed_follower() {
 /// entry of an earlier term must not be committed by counting replicas).
 #[test]
 fn figure_eight_reliable() {
-    figure_eight(31, false, 300);
+    figure_eight(31, false, 1000);
 }
 
 /// Lab 3C "TestFigure8Unreliable3C": Figure 8 with disconnects instead of crashes
 /// over an unreliable network; after a while most messages take long detours.
 #[test]
 fn figure_eight_unreliable() {
-    figure_eight(32, true, 300);
+    figure_eight(32, true, 1000);
 }
 
 fn figure_eight(seed: u64, unreliable: bool, iterations: usize) {
@@ -160,6 +164,20 @@ fn figure_eight(seed: u64, unreliable: bool, iterations: usize) {
         bring_up(&mut harness, id, unreliable);
     }
     harness.one(random.gen_range(0..10_000), 5, true);
+    if !unreliable {
+        let crashes = harness.cluster.stats.crashes;
+        assert!(
+            crashes as usize >= iterations / 20,
+            "only {crashes} leader crashes"
+        );
+    }
+    eprintln!(
+        "figure 8: {} events, {} ms virtual, {} crashes, committed up to {}",
+        harness.cluster.stats.events,
+        harness.cluster.now_micros / 1000,
+        harness.cluster.stats.crashes,
+        harness.cluster.checker.committed_index()
+    );
     harness.assert_safe();
 }
 
@@ -272,12 +290,21 @@ fn churn(seed: u64, unreliable: bool) {
         .into_iter()
         .map(|id| harness.value_at(id).expect("every node runs"))
         .collect();
-    assert!(finals.windows(2).all(|pair| pair[0] == pair[1]), "nodes disagree");
+    assert!(
+        finals.windows(2).all(|pair| pair[0] == pair[1]),
+        "nodes disagree"
+    );
     let final_values: Vec<&str> = finals[0].split(';').collect();
     assert!(!committed_values.is_empty(), "the churn committed nothing");
     for value in committed_values {
-        let occurrences = final_values.iter().filter(|v| **v == value.to_string()).count();
-        assert_eq!(occurrences, 1, "committed value {value} appears {occurrences} times");
+        let occurrences = final_values
+            .iter()
+            .filter(|v| **v == value.to_string())
+            .count();
+        assert_eq!(
+            occurrences, 1,
+            "committed value {value} appears {occurrences} times"
+        );
     }
     harness.assert_safe();
 }

@@ -139,8 +139,16 @@ fn restart_of_all_nodes_from_snapshots() {
             harness.restart(id);
             let node = harness.cluster.node(id).expect("exists");
             let applied = node.applied_index().expect("restarted");
-            let snapshot = harness.cluster.raft(id).expect("up").snapshot_meta().last_index;
-            assert_eq!(applied, snapshot, "{id} restarts applied up to its snapshot");
+            let snapshot = harness
+                .cluster
+                .raft(id)
+                .expect("up")
+                .snapshot_meta()
+                .last_index;
+            assert_eq!(
+                applied, snapshot,
+                "{id} restarts applied up to its snapshot"
+            );
             assert!(snapshot.get() > 0, "{id} restarted without its snapshot");
         }
         let index_after = harness.one(random.gen(), 3, true);

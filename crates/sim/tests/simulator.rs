@@ -37,7 +37,10 @@ fn same_seed_gives_the_same_trace_hash_in_two_processes() {
     let first = summary_line_of(&arguments);
     let second = summary_line_of(&arguments);
     assert_eq!(first, second);
-    assert!(first.starts_with("seeds=1 violations=0 "), "unexpected summary: {first}");
+    assert!(
+        first.starts_with("seeds=1 violations=0 "),
+        "unexpected summary: {first}"
+    );
 
     let options = SeedsOptions {
         first_seed: 7,
@@ -69,9 +72,17 @@ fn default_seed_range_exercises_every_fault_without_violations() {
         progress: false,
     };
     let summary = run_seeds(&template(2_000, None), &options);
-    assert_eq!(summary.violations, 0, "failed seeds: {:?}", summary.failed_seeds);
+    assert_eq!(
+        summary.violations, 0,
+        "failed seeds: {:?}",
+        summary.failed_seeds
+    );
     assert!(summary.operations >= 100 * 1_900, "{}", summary.line());
-    assert!(summary.crashes_losing_unsynced_writes > 0, "{}", summary.line());
+    assert!(
+        summary.crashes_losing_unsynced_writes > 0,
+        "{}",
+        summary.line()
+    );
     assert!(summary.partitions > 0, "{}", summary.line());
     assert!(summary.snapshots > 0, "{}", summary.line());
     assert!(summary.reconfigurations > 0, "{}", summary.line());
@@ -105,8 +116,20 @@ macro_rules! deliberate_bug_test {
     };
 }
 
-deliberate_bug_test!(finds_commit_of_earlier_term_by_counting, Bug::CommitEarlierTerm, 20);
+deliberate_bug_test!(
+    finds_commit_of_earlier_term_by_counting,
+    Bug::CommitEarlierTerm,
+    20
+);
 deliberate_bug_test!(finds_vote_without_log_check, Bug::VoteWithoutLogCheck, 20);
-deliberate_bug_test!(finds_acknowledge_before_durable, Bug::AcknowledgeBeforeDurable, 20);
-deliberate_bug_test!(finds_kept_conflicting_suffix, Bug::KeepConflictingSuffix, 20);
+deliberate_bug_test!(
+    finds_acknowledge_before_durable,
+    Bug::AcknowledgeBeforeDurable,
+    20
+);
+deliberate_bug_test!(
+    finds_kept_conflicting_suffix,
+    Bug::KeepConflictingSuffix,
+    20
+);
 deliberate_bug_test!(finds_no_op_fsync, Bug::NoOpSync, 20);

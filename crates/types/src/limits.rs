@@ -39,6 +39,10 @@ pub const RAFT_UNCOMMITTED_ENTRIES_MAX: usize = 65_536;
 pub const RAFT_PENDING_READS_MAX: usize = 65_536;
 /// Voters plus learners in one Raft group, at most.
 pub const RAFT_MEMBERS_MAX: usize = 64;
+/// Messages a Raft node holds back until its persistence catches up (granted
+/// votes, acknowledgements), at most; beyond it new ones are dropped, which is
+/// safe because the peers retransmit.
+pub const RAFT_GATED_MESSAGES_MAX: usize = 4096;
 /// How far (in entries) a learner's match index may trail the leader's last index
 /// for `PromoteLearner` to be accepted; a learner further behind would stall
 /// commits as soon as it counts toward the quorum.

@@ -467,8 +467,13 @@ impl Cluster {
         appended
     }
 
-    /// The application at `id` snapshots its state and compacts the log.
+    /// The application at `id` snapshots its state and compacts the log. Like an
+    /// in-order log store, storing the snapshot makes every earlier write durable
+    /// first: otherwise a crash could keep the snapshot but lose a truncation
+    /// that came before it, leaving stale entries after the snapshot.
     pub(crate) fn compact(&mut self, id: NodeId) {
+        self.complete_persistence(id);
+        self.process(id);
         let machine = self.state_machines[&id];
         let data = machine.encode();
         self.node_mut(id).compact(machine.applied, data.clone());

@@ -253,3 +253,63 @@ fn invalid_changes_are_refused() {
         ));
     }
 }
+
+/// §4.2.2: "until C_new commits, it may be the case that only a server from
+/// C_old can be elected". A leader that removed itself and lost leadership
+/// before the removal committed may campaign again (counting only the new
+/// configuration's votes, not its own), finish the change, and step down.
+#[test]
+fn a_removed_node_with_an_uncommitted_removal_may_campaign() {
+    let mut node = leader(&[1, 2]);
+    let term = node.status().term.0;
+    let last = node.status().last_index;
+    node.step(message(2, 1, term, success(last)));
+    let (removal, _) = node
+        .change_membership(MembershipChange::Remove(NodeId(1)))
+        .expect("accepted");
+    let commands = node.take_commands();
+    persist_all(&mut node, &commands);
+    // Leadership is lost before node 2 has the removal.
+    let rejection = MessageBody::AppendResponse {
+        success: false,
+        match_index: last,
+        conflict: None,
+        heartbeat_round: 0,
+    };
+    node.step(message(2, 1, term + 1, rejection));
+    assert_eq!(node.status().role, Role::Follower);
+    let commands = tick_until(&mut node, Role::PreCandidate);
+    let requests = sends(&commands);
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].to, NodeId(2));
+    node.step(message(
+        2,
+        1,
+        term + 2,
+        MessageBody::PreVoteResponse { granted: true },
+    ));
+    let commands = node.take_commands();
+    persist_all(&mut node, &commands);
+    node.step(message(
+        2,
+        1,
+        term + 2,
+        MessageBody::VoteResponse { granted: true },
+    ));
+    let commands = node.take_commands();
+    persist_all(&mut node, &commands);
+    assert_eq!(node.status().role, Role::Leader);
+    let last = node.status().last_index;
+    assert!(last > removal);
+    node.step(message(2, 1, term + 2, success(last)));
+    assert!(node.status().commit_index >= removal);
+    assert_eq!(
+        node.status().role,
+        Role::Follower,
+        "steps down once committed"
+    );
+    for _ in 0..100 {
+        node.tick();
+    }
+    assert_eq!(node.status().role, Role::Follower, "never campaigns again");
+}

@@ -15,15 +15,17 @@ fn answer(round: u64, match_index: LogIndex) -> MessageBody {
     }
 }
 
+/// The latest heartbeat round among the appends in `commands`.
 fn heartbeat_round_of(commands: &[Command]) -> u64 {
     sends(commands)
         .iter()
-        .find_map(|message| match message.body {
+        .filter_map(|message| match message.body {
             MessageBody::AppendRequest {
                 heartbeat_round, ..
             } => Some(heartbeat_round),
             _ => None,
         })
+        .max()
         .expect("a heartbeat")
 }
 

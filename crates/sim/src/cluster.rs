@@ -10,7 +10,7 @@
 use crate::invariants::Checker;
 use crate::kv::KvCommand;
 use crate::network::{Network, NetworkFaults};
-use crate::node::{Completion, NodeEffects, OperationKey, SimNode, StorageBugs};
+use crate::node::{Completion, NodeEffects, OperationKey, ShellBugs, SimNode};
 use crate::trace::TraceHasher;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -49,7 +49,7 @@ pub struct ClusterConfig {
     /// Deliberate bugs in the Raft core (test-only).
     pub raft_bugs: DeliberateBugs,
     /// Deliberate bugs in storage (test-only).
-    pub storage_bugs: StorageBugs,
+    pub shell_bugs: ShellBugs,
 }
 
 impl ClusterConfig {
@@ -70,7 +70,7 @@ impl ClusterConfig {
             sync_delay_max_micros: 1_000,
             crash_faults: CrashFaults::default(),
             raft_bugs: DeliberateBugs::default(),
-            storage_bugs: StorageBugs::default(),
+            shell_bugs: ShellBugs::default(),
         }
     }
 }
@@ -208,7 +208,7 @@ impl Cluster {
         let node = SimNode::new(
             id,
             self.config.snapshot_threshold_entries,
-            self.config.storage_bugs,
+            self.config.shell_bugs,
         );
         self.nodes.insert(id, node);
         self.bootstrap_voters.insert(id, bootstrap_voters);

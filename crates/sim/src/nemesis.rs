@@ -66,6 +66,10 @@ pub struct Nemesis {
     next_node_id: u64,
     /// A node added to the simulation whose AddLearner has not yet been accepted.
     joining: Option<NodeId>,
+    /// Nodes whose removal a leader accepted. Only these are ever taken out of
+    /// the simulation, once no configuration names them: a node whose addition
+    /// merely looks lost from one leader's view may still join through another's.
+    removed: std::collections::BTreeSet<NodeId>,
     active: bool,
     /// What it did.
     pub stats: NemesisStats,
@@ -78,6 +82,7 @@ impl Nemesis {
             initial_voters: cluster.config.initial_voters,
             next_node_id: cluster.config.initial_voters as u64 + 1,
             joining: None,
+            removed: std::collections::BTreeSet::new(),
             active: true,
             stats: NemesisStats::default(),
             config,
@@ -302,15 +307,18 @@ impl Nemesis {
             .is_some_and(|result| result.is_ok());
         if accepted {
             self.stats.membership_proposals += 1;
-            if let MembershipChange::AddLearner(_) = change {
-                self.joining = None;
+            match change {
+                MembershipChange::AddLearner(_) => self.joining = None,
+                MembershipChange::Remove(id) => {
+                    self.removed.insert(id);
+                }
+                MembershipChange::PromoteLearner(_) => {}
             }
         }
     }
 
-    /// Removes from the simulation nodes that the leader's committed
-    /// configuration no longer names (and that are not about to join, nor named
-    /// by a newer, uncommitted configuration).
+    /// Removes from the simulation nodes whose removal was accepted and that
+    /// neither the leader's committed configuration nor its latest one names.
     fn decommission_departed(
         &mut self,
         cluster: &mut Cluster,
@@ -318,7 +326,7 @@ impl Nemesis {
         latest: &understudy_raft::Membership,
     ) {
         for id in cluster.node_ids() {
-            if !committed.contains(id) && !latest.contains(id) && Some(id) != self.joining {
+            if self.removed.contains(&id) && !committed.contains(id) && !latest.contains(id) {
                 cluster.decommission(id);
             }
         }

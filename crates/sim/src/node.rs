@@ -70,11 +70,14 @@ pub struct NodeEffects {
     pub violations: Vec<String>,
 }
 
-/// Test-only switches for deliberate bugs below the Raft core.
+/// Test-only switches for deliberate bugs in the node around the Raft core.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StorageBugs {
+pub struct ShellBugs {
     /// The WAL's fsync does nothing while reporting success.
     pub no_op_sync: bool,
+    /// Reads are served from the local state machine without ReadIndex, so a
+    /// deposed leader or a lagging follower answers with stale data.
+    pub stale_reads: bool,
 }
 
 /// What a node's log holds, as far as the node's answers may rely on it.
@@ -122,21 +125,21 @@ pub struct SimNode {
     pub snapshot_threshold_entries: u64,
     /// The highest index this node ever applied, across restarts.
     pub applied_high_water: LogIndex,
-    storage_bugs: StorageBugs,
+    shell_bugs: ShellBugs,
     running: Option<Running>,
 }
 
 impl SimNode {
     /// A node with a fresh disk. `initial_voters` bootstraps a new group; an empty
     /// list makes a node that waits to be added to a running group.
-    pub fn new(id: NodeId, snapshot_threshold_entries: u64, storage_bugs: StorageBugs) -> SimNode {
+    pub fn new(id: NodeId, snapshot_threshold_entries: u64, shell_bugs: ShellBugs) -> SimNode {
         SimNode {
             id,
             incarnation: 0,
             disk: SimDisk::new(),
             snapshot_threshold_entries,
             applied_high_water: LogIndex(0),
-            storage_bugs,
+            shell_bugs,
             running: None,
         }
     }
@@ -219,7 +222,7 @@ impl SimNode {
         let mut options = RaftLogOptions::default();
         // Small segments, so that runs exercise segment rotation and compaction.
         options.wal.segment_bytes_target = 64 * 1024;
-        options.wal.deliberate_bug_no_op_sync = self.storage_bugs.no_op_sync;
+        options.wal.deliberate_bug_no_op_sync = self.shell_bugs.no_op_sync;
         options
     }
 
@@ -260,6 +263,17 @@ impl SimNode {
 
     /// Submits a linearizable read of `key`.
     pub fn request_read(&mut self, operation: OperationKey, key: u64, effects: &mut NodeEffects) {
+        if let Some(running) = self
+            .running
+            .as_mut()
+            .filter(|_| self.shell_bugs.stale_reads)
+        {
+            let value = running.kv.get(key).map(str::to_owned);
+            effects
+                .completions
+                .push(Completion::ReadServed(operation, value));
+            return;
+        }
         if let Some(running) = self.running.as_mut() {
             running.pending_reads.insert(operation, key);
             running.raft.read_index(operation);
@@ -380,9 +394,12 @@ impl Running {
                 "acknowledged entries up to {match_index} with only {} durable",
                 self.durable.last_index
             )),
+            // A durable later term also makes the vote safe: the node can never vote
+            // in the vote's term again.
             MessageBody::VoteResponse { granted: true }
-                if self.durable.hard_state.term != message.term
-                    || self.durable.hard_state.voted_for != Some(message.to) =>
+                if self.durable.hard_state.term < message.term
+                    || (self.durable.hard_state.term == message.term
+                        && self.durable.hard_state.voted_for != Some(message.to)) =>
             {
                 effects.violations.push(format!(
                     "granted its vote to {} in {} before the vote was durable",

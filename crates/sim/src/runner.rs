@@ -9,10 +9,8 @@ use crate::history;
 use crate::kv::{KvCommand, WriteKind};
 use crate::nemesis::{Nemesis, NemesisConfig};
 use crate::network::NetworkFaults;
-use crate::node::StorageBugs;
 use crate::workload::{Workload, WorkloadConfig};
 use understudy_raft::DeliberateBugs;
-use understudy_types::NodeId;
 use understudy_wal::CrashFaults;
 
 /// A deliberate bug to switch on, to prove the simulator finds it.
@@ -28,16 +26,20 @@ pub enum Bug {
     KeepConflictingSuffix,
     /// The WAL's fsync does nothing.
     NoOpSync,
+    /// Reads skip ReadIndex and may return stale data (only the history check
+    /// can see this).
+    StaleReads,
 }
 
 impl Bug {
     /// Every deliberate bug, with its command-line name.
-    pub const ALL: [(Bug, &'static str); 5] = [
+    pub const ALL: [(Bug, &'static str); 6] = [
         (Bug::CommitEarlierTerm, "commit-earlier-term"),
         (Bug::VoteWithoutLogCheck, "vote-without-log-check"),
         (Bug::AcknowledgeBeforeDurable, "acknowledge-before-durable"),
         (Bug::KeepConflictingSuffix, "keep-conflicting-suffix"),
         (Bug::NoOpSync, "no-op-sync"),
+        (Bug::StaleReads, "stale-reads"),
     ];
 
     /// The command-line name.
@@ -116,7 +118,8 @@ pub fn cluster_config(run: &RunConfig) -> ClusterConfig {
         Some(Bug::VoteWithoutLogCheck) => raft_bugs.vote_without_log_check = true,
         Some(Bug::AcknowledgeBeforeDurable) => raft_bugs.acknowledge_before_durable = true,
         Some(Bug::KeepConflictingSuffix) => raft_bugs.keep_conflicting_suffix = true,
-        Some(Bug::NoOpSync) => config.storage_bugs = StorageBugs { no_op_sync: true },
+        Some(Bug::NoOpSync) => config.shell_bugs.no_op_sync = true,
+        Some(Bug::StaleReads) => config.shell_bugs.stale_reads = true,
         None => {}
     }
     config.raft_bugs = raft_bugs;
@@ -237,11 +240,32 @@ fn liveness_phase(
         let step_deadline = cluster.now_micros + 10_000;
         drive(cluster, workload, nemesis, step_deadline, |_, _| false);
     }
-    let leaders: Vec<NodeId> = cluster.leaders().into_iter().map(|(id, _)| id).collect();
+    let nodes: Vec<String> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| match cluster.raft(id) {
+            Some(raft) => {
+                let status = raft.status();
+                format!(
+                    "{id}: {:?} {} leader {:?} commit {} applied {} last {} members {:?}/{:?}",
+                    status.role,
+                    status.term,
+                    status.leader,
+                    status.commit_index,
+                    status.applied_index,
+                    status.last_index,
+                    status.membership.voters,
+                    status.membership.learners
+                )
+            }
+            None => format!("{id}: down"),
+        })
+        .collect();
     Err(format!(
-        "liveness: no stable commit within {} s after faults stopped (leaders: {leaders:?}, \
-         barrier index: {barrier_index:?})",
-        LIVENESS_VIRTUAL_MICROS_MAX / 1_000_000
+        "liveness: no stable commit within {} s after faults stopped (barrier index: \
+         {barrier_index:?}; {})",
+        LIVENESS_VIRTUAL_MICROS_MAX / 1_000_000,
+        nodes.join("; ")
     ))
 }
 

@@ -133,3 +133,4 @@ deliberate_bug_test!(
     20
 );
 deliberate_bug_test!(finds_no_op_fsync, Bug::NoOpSync, 20);
+deliberate_bug_test!(finds_stale_reads_in_the_history, Bug::StaleReads, 20);

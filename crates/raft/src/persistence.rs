@@ -21,7 +21,7 @@
 
 use crate::command::PersistId;
 use crate::entry::{Entry, HardState};
-use crate::message::Message;
+use crate::message::{Message, MessageBody};
 use std::collections::VecDeque;
 use understudy_types::{limits, LogIndex};
 
@@ -95,6 +95,20 @@ impl Persistence {
                 *covers = (*covers).min(cap);
             }
         }
+        // An acknowledgement waiting for durability vouches for entries that are
+        // being replaced: sent later, it would tell an old leader that this node
+        // holds entries it no longer has, and that leader could count it toward
+        // committing them. Drop it; the leader retransmits what it still needs.
+        self.gated.retain(|(_, message)| {
+            !matches!(
+                message.body,
+                MessageBody::AppendResponse {
+                    success: true,
+                    match_index,
+                    ..
+                } if match_index >= index
+            )
+        });
     }
 
     /// Takes the staged changes as a request with a fresh id, if anything is staged.
@@ -230,6 +244,34 @@ mod tests {
         let second = persistence.take_staged().expect("staged");
         assert_eq!(persistence.complete(first.id).0, Some(LogIndex(1)));
         assert_eq!(persistence.complete(second.id).0, Some(LogIndex(2)));
+    }
+
+    /// A truncation drops gated acknowledgements of entries it replaces, so that
+    /// a durable replacement does not release a promise about the old entries.
+    #[test]
+    fn truncation_drops_gated_acknowledgements_of_replaced_entries() {
+        let mut persistence = Persistence::default();
+        persistence.stage_entries(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        let first = persistence.take_staged().expect("staged");
+        let acknowledgement = |match_index: u64| Message {
+            group: understudy_types::GroupId(0),
+            from: understudy_types::NodeId(2),
+            to: understudy_types::NodeId(1),
+            term: Term(1),
+            body: MessageBody::AppendResponse {
+                success: true,
+                match_index: LogIndex(match_index),
+                conflict: None,
+                heartbeat_round: 0,
+            },
+        };
+        persistence.gate(first.id, acknowledgement(1));
+        persistence.gate(first.id, acknowledgement(3));
+        persistence.cap_records_below(LogIndex(2));
+        persistence.stage_entries(&[entry(2, 2)]);
+        let second = persistence.take_staged().expect("staged");
+        let (_, released) = persistence.complete(second.id);
+        assert_eq!(released, vec![acknowledgement(1)]);
     }
 
     /// Staging entries that start inside the staged range replaces the staged

@@ -10,7 +10,8 @@ use crate::kv::{KvCommand, WriteKind};
 use crate::nemesis::{Nemesis, NemesisConfig};
 use crate::network::NetworkFaults;
 use crate::workload::{Workload, WorkloadConfig};
-use understudy_raft::DeliberateBugs;
+use understudy_raft::{DeliberateBugs, Role};
+use understudy_types::{LogIndex, NodeId, Term};
 use understudy_wal::CrashFaults;
 
 /// A deliberate bug to switch on, to prove the simulator finds it.
@@ -216,24 +217,39 @@ fn liveness_phase(
         value: "barrier".into(),
     };
     let barrier_fingerprint = crate::trace::fingerprint(&command.encode());
-    let mut barrier_index = None;
+    // Where the barrier was last proposed: (leader, its term, the index).
+    let mut barrier: Option<(NodeId, Term, LogIndex)> = None;
     while cluster.now_micros <= deadline {
-        if let Some(index) = barrier_index {
+        if let Some((proposer, term, index)) = barrier {
             match cluster.checker.committed_at(index) {
-                Some((_, fingerprint)) if fingerprint != barrier_fingerprint => {
-                    barrier_index = None; // Its slot went to another entry: propose again.
+                Some((_, fingerprint)) if fingerprint == barrier_fingerprint => {
+                    if all_members_applied(cluster, index) {
+                        return Ok(());
+                    }
                 }
-                Some(_) if all_members_applied(cluster, index) => return Ok(()),
-                _ => {}
+                // Its slot went to another entry: propose again.
+                Some(_) => barrier = None,
+                // Not committed yet: propose again if its leader lost its term,
+                // since the entry may have been discarded with it.
+                None => {
+                    let still_leading = cluster.raft(proposer).is_some_and(|raft| {
+                        let status = raft.status();
+                        status.role == Role::Leader && status.term == term
+                    });
+                    if !still_leading {
+                        barrier = None;
+                    }
+                }
             }
         }
-        if barrier_index.is_none() {
+        if barrier.is_none() {
             if let Some(leader) = cluster.leader() {
                 if cluster
                     .propose_write(leader, barrier_operation, &command)
                     .is_ok()
                 {
-                    barrier_index = cluster.raft(leader).map(|raft| raft.status().last_index);
+                    let status = cluster.raft(leader).expect("the leader runs").status();
+                    barrier = Some((leader, status.term, status.last_index));
                 }
             }
         }
@@ -262,8 +278,8 @@ fn liveness_phase(
         })
         .collect();
     Err(format!(
-        "liveness: no stable commit within {} s after faults stopped (barrier index: \
-         {barrier_index:?}; {})",
+        "liveness: no stable commit within {} s after faults stopped (barrier: \
+         {barrier:?}; {})",
         LIVENESS_VIRTUAL_MICROS_MAX / 1_000_000,
         nodes.join("; ")
     ))
@@ -271,7 +287,7 @@ fn liveness_phase(
 
 /// Whether every member named by the leader's configuration runs and has applied
 /// `index`.
-fn all_members_applied(cluster: &Cluster, index: understudy_types::LogIndex) -> bool {
+fn all_members_applied(cluster: &Cluster, index: LogIndex) -> bool {
     let Some(leader) = cluster.leader().and_then(|leader| cluster.raft(leader)) else {
         return false;
     };

@@ -10,7 +10,8 @@ pub const WAL_RECORD_PAYLOAD_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// A WAL segment is closed and a new one started once it grows past this size.
 pub const WAL_SEGMENT_BYTES_TARGET: u64 = 64 * 1024 * 1024;
 /// Largest WAL segment file accepted when reading; anything larger is corruption.
-pub const WAL_SEGMENT_BYTES_MAX: u64 = WAL_SEGMENT_BYTES_TARGET + WAL_RECORD_PAYLOAD_BYTES_MAX + 4096;
+pub const WAL_SEGMENT_BYTES_MAX: u64 =
+    WAL_SEGMENT_BYTES_TARGET + WAL_RECORD_PAYLOAD_BYTES_MAX + 4096;
 /// Records written between two `fdatasync` calls by group commit, at most.
 pub const WAL_GROUP_COMMIT_RECORDS_MAX: usize = 4096;
 /// Bytes one group-commit batch (its records, their padding and its commit marker)

@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     /// Entries per AppendEntries message, at most. Small batches make a new
     /// leader send old entries apart from the entry of its own term.
     pub append_entries_max: usize,
+    /// Snapshot bytes per InstallSnapshot chunk.
+    pub snapshot_chunk_bytes_max: u64,
     /// The network's initial fault settings.
     pub network: NetworkFaults,
     /// A node snapshots its state after applying this many entries.
@@ -64,6 +66,7 @@ impl ClusterConfig {
             election_timeout_ticks: 15,
             heartbeat_interval_ticks: 5,
             append_entries_max: understudy_types::limits::RAFT_APPEND_ENTRIES_MAX,
+            snapshot_chunk_bytes_max: understudy_types::limits::RAFT_SNAPSHOT_CHUNK_BYTES_MAX,
             network: NetworkFaults::reliable(),
             snapshot_threshold_entries: u64::MAX,
             sync_delay_min_micros: 100,
@@ -520,6 +523,7 @@ impl Cluster {
         config.election_timeout_ticks = self.config.election_timeout_ticks;
         config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
         config.append_entries_max = self.config.append_entries_max;
+        config.snapshot_chunk_bytes_max = self.config.snapshot_chunk_bytes_max;
         config.deliberate_bugs = self.config.raft_bugs;
         config
     }

@@ -106,6 +106,9 @@ pub fn cluster_config(run: &RunConfig) -> ClusterConfig {
     config.network = NetworkFaults::unreliable();
     // From one entry per message up to a few: batching and pipelining under stress.
     config.append_entries_max = 1 + (run.seed % 4) as usize;
+    // Snapshots of the simulated store are a few KiB: chunks of 256 B to 2 KiB
+    // make every install take several chunks, each of which can be lost.
+    config.snapshot_chunk_bytes_max = 256 << (run.seed / 4 % 4);
     // Small enough that followers which fall behind need a snapshot.
     config.snapshot_threshold_entries = 20 + run.seed % 80;
     config.crash_faults = CrashFaults::default();

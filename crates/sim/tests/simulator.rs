@@ -88,6 +88,30 @@ fn default_seed_range_exercises_every_fault_without_violations() {
     assert!(summary.reconfigurations > 0, "{}", summary.line());
 }
 
+/// A few hundred more seeds, and five-node clusters, stay clean.
+#[test]
+fn more_seeds_and_larger_clusters_stay_clean() {
+    let options = |first_seed, seeds| SeedsOptions {
+        first_seed,
+        seeds,
+        threads: 2,
+        verbose: false,
+        progress: false,
+    };
+    let three = run_seeds(&template(2_000, None), &options(100, 300));
+    assert_eq!(
+        three.violations, 0,
+        "failed seeds: {:?}",
+        three.failed_seeds
+    );
+    let five_nodes = RunConfig {
+        nodes: 5,
+        ..template(2_000, None)
+    };
+    let five = run_seeds(&five_nodes, &options(0, 100));
+    assert_eq!(five.violations, 0, "failed seeds: {:?}", five.failed_seeds);
+}
+
 /// Runs seeds 0.. with `bug` on until one finds a violation; returns that seed.
 fn first_failing_seed(bug: Bug, seeds_max: u64) -> Option<u64> {
     (0..seeds_max).find(|seed| {

@@ -10,6 +10,7 @@
 
 use crate::node::RaftNode;
 use crate::progress::ReplicationState;
+use crate::state::LeaderState;
 use understudy_types::NodeId;
 
 impl RaftNode {
@@ -91,11 +92,7 @@ impl RaftNode {
 
     /// Resends to a follower whose outstanding sends made no progress.
     fn retransmit(&mut self, peer: NodeId) {
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|s| s.progress.get_mut(&peer))
-        else {
+        let Some(progress) = LeaderState::progress_mut(&mut self.leader_state, peer) else {
             return;
         };
         progress.stalled_ticks = 0;

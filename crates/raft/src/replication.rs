@@ -12,6 +12,7 @@ use crate::error::RaftError;
 use crate::message::{ConflictHint, MessageBody};
 use crate::node::{RaftNode, Role};
 use crate::progress::ReplicationState;
+use crate::state::LeaderState;
 use bytes::Bytes;
 use understudy_types::{limits, LogIndex, NodeId, Term};
 
@@ -106,11 +107,7 @@ impl RaftNode {
     /// needs were compacted away.
     pub(crate) fn send_append(&mut self, peer: NodeId) {
         loop {
-            let Some(progress) = self
-                .leader_state
-                .as_mut()
-                .and_then(|s| s.progress.get_mut(&peer))
-            else {
+            let Some(progress) = LeaderState::progress_mut(&mut self.leader_state, peer) else {
                 return;
             };
             match progress.state {
@@ -182,11 +179,7 @@ impl RaftNode {
     /// followers apply within a round trip instead of at the next heartbeat.
     pub(crate) fn send_commit_update(&mut self, peer: NodeId) {
         let commit_index = self.log.commit_index();
-        let Some(progress) = self
-            .leader_state
-            .as_ref()
-            .and_then(|s| s.progress.get(&peer))
-        else {
+        let Some(progress) = LeaderState::progress(&self.leader_state, peer) else {
             return;
         };
         let (anchor, _) = self.heartbeat_anchor(progress.match_index);
@@ -214,20 +207,13 @@ impl RaftNode {
     /// `heartbeat_anchor`), so it succeeds without disturbing pipelined appends.
     fn send_heartbeat(&mut self, peer: NodeId) {
         let commit_index = self.log.commit_index();
-        let Some(match_index) = self
-            .leader_state
-            .as_ref()
-            .and_then(|s| s.progress.get(&peer))
-            .map(|progress| progress.match_index)
+        let Some(match_index) =
+            LeaderState::progress(&self.leader_state, peer).map(|progress| progress.match_index)
         else {
             return;
         };
         let (previous_log_index, previous_log_term) = self.heartbeat_anchor(match_index);
-        if let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|s| s.progress.get_mut(&peer))
-        {
+        if let Some(progress) = LeaderState::progress_mut(&mut self.leader_state, peer) {
             progress.commit_told = progress
                 .commit_told
                 .max(commit_index.min(previous_log_index));
@@ -369,11 +355,7 @@ impl RaftNode {
         heartbeat_round: u64,
     ) {
         let last_index = self.log.last_index();
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|s| s.progress.get_mut(&from))
-        else {
+        let Some(progress) = LeaderState::progress_mut(&mut self.leader_state, from) else {
             return;
         };
         progress.recently_active = true;
@@ -429,11 +411,7 @@ impl RaftNode {
                 None => hint.first_index,
             },
         };
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|s| s.progress.get_mut(&from))
-        else {
+        let Some(progress) = LeaderState::progress_mut(&mut self.leader_state, from) else {
             return;
         };
         // A fresh rejection always points above the match index; one that does

@@ -16,6 +16,7 @@ use crate::entry::SnapshotMeta;
 use crate::message::MessageBody;
 use crate::node::RaftNode;
 use crate::progress::{ReplicationState, SnapshotTransfer};
+use crate::state::LeaderState;
 use bytes::{Bytes, BytesMut};
 use understudy_types::{LogIndex, NodeId, Term};
 
@@ -46,11 +47,7 @@ impl RaftNode {
         let data = self.log.snapshot_data().clone();
         let total_bytes = data.len() as u64;
         loop {
-            let Some(progress) = self
-                .leader_state
-                .as_mut()
-                .and_then(|s| s.progress.get_mut(&peer))
-            else {
+            let Some(progress) = LeaderState::progress_mut(&mut self.leader_state, peer) else {
                 return;
             };
             let ReplicationState::Snapshot(transfer) = &mut progress.state else {
@@ -91,11 +88,7 @@ impl RaftNode {
         installed: bool,
     ) {
         let last_log_index = self.log.last_index();
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|s| s.progress.get_mut(&from))
-        else {
+        let Some(progress) = LeaderState::progress_mut(&mut self.leader_state, from) else {
             return;
         };
         progress.recently_active = true;

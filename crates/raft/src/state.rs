@@ -71,6 +71,22 @@ pub(crate) struct LeaderState {
 }
 
 impl LeaderState {
+    /// The progress of `peer`, if this node leads and `peer` is a member. Takes
+    /// the field rather than `self` so callers can use the log at the same time.
+    pub(crate) fn progress(leader_state: &Option<LeaderState>, peer: NodeId) -> Option<&Progress> {
+        leader_state.as_ref()?.progress.get(&peer)
+    }
+
+    /// The mutable progress of `peer`; see [`LeaderState::progress`].
+    pub(crate) fn progress_mut(
+        leader_state: &mut Option<LeaderState>,
+        peer: NodeId,
+    ) -> Option<&mut Progress> {
+        leader_state.as_mut()?.progress.get_mut(&peer)
+    }
+}
+
+impl LeaderState {
     /// The number of reads this leader is holding.
     pub(crate) fn reads_held(&self) -> usize {
         self.reads_awaiting_term_commit.len() + self.pending_reads.len()

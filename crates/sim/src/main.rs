@@ -65,6 +65,13 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let SimCommand::Raft(arguments) = cli.command;
+    if arguments.seed.checked_add(arguments.seeds - 1).is_none() {
+        eprintln!(
+            "error: --seed {} plus --seeds {} runs past the largest seed",
+            arguments.seed, arguments.seeds
+        );
+        return ExitCode::from(2);
+    }
     let options = SeedsOptions {
         first_seed: arguments.seed,
         seeds: arguments.seeds,

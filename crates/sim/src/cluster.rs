@@ -250,8 +250,8 @@ impl Cluster {
             .collect()
     }
 
-    /// The leader with the highest term among running nodes that can reach a
-    /// quorum of voters (so a stale leader in a minority does not count).
+    /// The running node that leads the highest term. A deposed leader in a
+    /// minority may still believe it leads an older term; it loses to the newer.
     pub fn leader(&self) -> Option<NodeId> {
         self.leaders()
             .into_iter()
@@ -259,31 +259,9 @@ impl Cluster {
             .map(|(id, _)| id)
     }
 
-    /// Events waiting in the queue, by kind (for debugging stuck runs).
-    pub fn queued_events_by_kind(&self) -> BTreeMap<&'static str, usize> {
-        let mut counts = BTreeMap::new();
-        for scheduled in self.queue.iter() {
-            let kind = match scheduled.event {
-                Event::Tick { .. } => "tick",
-                Event::Deliver { .. } => "deliver",
-                Event::Sync { .. } => "sync",
-                Event::External(External::Client(..)) => "client",
-                Event::External(External::Nemesis) => "nemesis",
-                Event::External(External::Timer(_)) => "timer",
-            };
-            *counts.entry(kind).or_default() += 1;
-        }
-        counts
-    }
-
     /// Messages sent so far, by kind.
     pub fn messages_by_kind(&self) -> &BTreeMap<&'static str, u64> {
         &self.messages_by_kind
-    }
-
-    /// Total messages sent so far.
-    pub fn messages_sent(&self) -> u64 {
-        self.network.stats.sent
     }
 
     /// Sets a node's clock rate: its ticks come every `tick_micros * skew`.

@@ -9,7 +9,7 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::kv::{KvCommand, WriteKind};
 use crate::network::NetworkFaults;
 use crate::node::{payload_fingerprint, Completion};
-use understudy_raft::{EntryPayload, Role};
+use understudy_raft::EntryPayload;
 use understudy_types::{LogIndex, NodeId, Term};
 
 /// One millisecond of virtual time.
@@ -256,15 +256,6 @@ impl Harness {
         }
         let (count, _) = self.n_committed(index);
         panic!("only {count} nodes applied {index}, {expected} expected");
-    }
-
-    /// A node that believes it leads, if any (running, connected or not).
-    pub fn any_leader(&self) -> Option<NodeId> {
-        self.ids().into_iter().find(|id| {
-            self.cluster
-                .raft(*id)
-                .is_some_and(|raft| raft.status().role == Role::Leader)
-        })
     }
 
     /// Writes confirmed committed to a client since the last call.

@@ -53,6 +53,23 @@ pub const RAFT_LEARNER_PROMOTION_LAG_ENTRIES_MAX: u64 = 64;
 /// checker numbers operations and list entries (two per operation) with `u32`.
 pub const LINEARIZABILITY_HISTORY_OPERATIONS_MAX: usize = 16 * 1024 * 1024;
 
+/// Longest key of the key-value store.
+pub const KV_KEY_BYTES_MAX: usize = 4096;
+/// Largest value of the key-value store.
+pub const KV_VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Compares, and operations in each branch, of one key-value transaction, at most.
+pub const KV_TXN_OPERATIONS_MAX: usize = 128;
+/// Items returned by one key-value range read or history query, at most.
+pub const KV_RANGE_LIMIT_MAX: usize = 10_000;
+/// Longest client id of a key-value client session.
+pub const KV_SESSION_CLIENT_ID_BYTES_MAX: usize = 64;
+/// Client sessions kept by the key-value state machine, at most.
+pub const KV_SESSIONS_MAX: usize = 10_000;
+/// Results of one client's most recent requests kept for retries, at most.
+pub const KV_SESSION_RESULTS_RETAINED_MAX: usize = 16;
+/// Largest encoded key-value command (it travels in one Raft entry).
+pub const KV_COMMAND_BYTES_MAX: u64 = RAFT_ENTRY_BYTES_MAX;
+
 const _: () = assert!(WAL_SEGMENT_BYTES_TARGET < WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_BATCH_BYTES_MAX + 4096 <= WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_RECORD_PAYLOAD_BYTES_MAX + 1024 <= WAL_BATCH_BYTES_MAX);
@@ -61,3 +78,6 @@ const _: () = assert!(RAFT_APPEND_BYTES_MAX <= WAL_RECORD_PAYLOAD_BYTES_MAX);
 const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MAX <= RAFT_APPEND_BYTES_MAX);
 const _: () = assert!(RAFT_INFLIGHT_APPENDS_MAX >= 1);
 const _: () = assert!(2 * (LINEARIZABILITY_HISTORY_OPERATIONS_MAX as u64) + 1 < u32::MAX as u64);
+const _: () = assert!(KV_COMMAND_BYTES_MAX <= RAFT_ENTRY_BYTES_MAX);
+const _: () =
+    assert!((KV_KEY_BYTES_MAX + KV_VALUE_BYTES_MAX) as u64 + 1024 <= KV_COMMAND_BYTES_MAX);

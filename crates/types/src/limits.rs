@@ -70,6 +70,28 @@ pub const KV_SESSION_RESULTS_RETAINED_MAX: usize = 16;
 /// Largest encoded key-value command (it travels in one Raft entry).
 pub const KV_COMMAND_BYTES_MAX: u64 = RAFT_ENTRY_BYTES_MAX;
 
+/// Largest JSON request body the HTTP API reads (a transaction, a compaction, a
+/// membership change). Twice the command limit leaves room for JSON escaping and
+/// base64 of a command that still fits `KV_COMMAND_BYTES_MAX` once decoded.
+pub const API_JSON_BODY_BYTES_MAX: u64 = 2 * KV_COMMAND_BYTES_MAX;
+/// Concurrent `GET /v1/watch` streams one node serves, at most.
+pub const API_WATCHES_MAX: usize = 1024;
+/// Events one watch stream fetches from the service per round, at most. Larger
+/// than one revision's events (a transaction branch) so every round progresses.
+pub const API_WATCH_BATCH_EVENTS_MAX: usize = 512;
+
+/// Longest peer or client address a node records for a member.
+pub const NODE_ADDRESS_BYTES_MAX: usize = 256;
+/// Largest payload of one frame on the peer transport: an AppendEntries batch may
+/// carry `RAFT_APPEND_BYTES_MAX` plus one entry of up to `RAFT_ENTRY_BYTES_MAX`.
+pub const PEER_FRAME_BYTES_MAX: u64 = RAFT_APPEND_BYTES_MAX + RAFT_ENTRY_BYTES_MAX + 64 * 1024;
+/// Messages queued for one peer lane before new ones are dropped (Raft retransmits).
+pub const PEER_SEND_QUEUE_MESSAGES_MAX: usize = 1024;
+/// Inputs (peer messages, client requests) queued for a node's Raft driver.
+pub const NODE_INPUT_QUEUE_MAX: usize = 16 * 1024;
+/// Largest node metadata file (cluster id, node id, boot count).
+pub const NODE_METADATA_BYTES_MAX: u64 = 4096;
+
 const _: () = assert!(WAL_SEGMENT_BYTES_TARGET < WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_BATCH_BYTES_MAX + 4096 <= WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_RECORD_PAYLOAD_BYTES_MAX + 1024 <= WAL_BATCH_BYTES_MAX);
@@ -81,3 +103,8 @@ const _: () = assert!(2 * (LINEARIZABILITY_HISTORY_OPERATIONS_MAX as u64) + 1 < 
 const _: () = assert!(KV_COMMAND_BYTES_MAX <= RAFT_ENTRY_BYTES_MAX);
 const _: () =
     assert!((KV_KEY_BYTES_MAX + KV_VALUE_BYTES_MAX) as u64 + 1024 <= KV_COMMAND_BYTES_MAX);
+const _: () = assert!(API_WATCH_BATCH_EVENTS_MAX > KV_TXN_OPERATIONS_MAX);
+const _: () = assert!(API_WATCH_BATCH_EVENTS_MAX <= KV_RANGE_LIMIT_MAX);
+const _: () = assert!(API_JSON_BODY_BYTES_MAX >= KV_COMMAND_BYTES_MAX);
+const _: () = assert!(KV_COMMAND_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);
+const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);

@@ -1,0 +1,100 @@
+//! Cluster status and membership, health, metrics, and the JSON fallbacks.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Uri};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use understudy_types::limits::API_JSON_BODY_BYTES_MAX;
+
+use crate::encoding::{parse_unsigned, read_body_limited};
+use crate::error::ApiError;
+use crate::kv::{declared_length, parse_json};
+use crate::service::{AddMember, ClusterStatus};
+use crate::ApiState;
+
+/// The Prometheus text exposition format's content type.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// `GET /v1/cluster`: the [`ClusterStatus`] as JSON.
+pub(crate) async fn status(State(state): State<ApiState>) -> Result<Json<ClusterStatus>, ApiError> {
+    Ok(Json(state.service.cluster().await?))
+}
+
+/// The body of `POST /v1/cluster/members` (strict, unlike [`AddMember`]'s own
+/// serde derive, so a misspelt field is a 400).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberRequest {
+    id: u64,
+    peer_address: String,
+    client_address: String,
+}
+
+/// `POST /v1/cluster/members {"id","peer_address","client_address"}`.
+pub(crate) async fn add_member(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    let body = read_body_limited(body, declared_length(&headers)?, API_JSON_BODY_BYTES_MAX).await?;
+    let request: AddMemberRequest = parse_json(&body)?;
+    if request.id == 0 {
+        return Err(ApiError::BadRequest {
+            code: "invalid_cluster_request",
+            detail: "member id 0 is reserved".into(),
+        });
+    }
+    let member = AddMember {
+        id: request.id,
+        peer_address: request.peer_address,
+        client_address: request.client_address,
+    };
+    Ok(Json(state.service.add_member(member).await?))
+}
+
+/// `DELETE /v1/cluster/members/{id}`.
+pub(crate) async fn remove_member(
+    State(state): State<ApiState>,
+    uri: Uri,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    // From the raw path (as for keys): axum's path extractor would answer a
+    // non-UTF-8 segment with a plain-text rejection instead of our JSON error.
+    let raw = uri.path().rsplit('/').next().unwrap_or("");
+    let id = parse_unsigned("member id", raw.as_bytes())?;
+    Ok(Json(state.service.remove_member(id).await?))
+}
+
+/// `GET /healthz`: 200 `{"status":"ok"}` or 503.
+pub(crate) async fn healthz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    if state.service.is_healthy() {
+        Ok(Json(json!({"status": "ok"})))
+    } else {
+        Err(ApiError::Unavailable {
+            detail: "the node is not running normally".into(),
+        })
+    }
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.service.metrics(),
+    )
+}
+
+/// Any path that is not part of the API.
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::NotFound {
+        detail: "no such API path".into(),
+    }
+}
+
+/// An API path with the wrong method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,128 @@
+//! The HTTP/JSON client API of an understudy node.
+//!
+//! [`service::ClusterService`] is what a node offers its clients: replicated
+//! writes, reads at a chosen consistency, change history for watches, cluster
+//! status and membership. The node crate implements it (forwarding to the leader
+//! where needed); this crate turns it into the `/v1/...` HTTP contract of issue 3
+//! with [`router`]. It holds no state of its own beyond the watch semaphore and
+//! never decides anything about replication: every write goes through
+//! [`service::ClusterService::write`], and the split between 503 (never appended)
+//! and 504 (outcome unknown) is the service's to make.
+//!
+//! # Layout
+//! - `kv`: `PUT/GET/DELETE /v1/kv/{key}`, `GET /v1/kv?prefix=`, `POST /v1/compact`.
+//! - `txn`: `POST /v1/txn` (JSON parsing and results).
+//! - `watch`: `GET /v1/watch` (a stream of JSON lines).
+//! - `cluster`: `/v1/cluster`, membership, `/healthz`, `/metrics`.
+//! - `auth`: the optional bearer token.
+//! - `encoding`: bytes in paths, queries, bodies and JSON.
+//! - `error`: [`ApiError`] and the status-code mapping.
+//!
+//! # Decisions where the contract leaves room
+//! - **Keys in paths** are percent-decoded *bytes*: `%FF` is a valid key byte, so a
+//!   key need not be UTF-8; `/` may appear unescaped (`/v1/kv/a/b` is key `a/b`).
+//!   A `%` not followed by two hex digits is a 400. Query parameters (`prefix`,
+//!   `key`) are decoded the same way, with `+` as a space.
+//! - **JSON keys and values** are `"key"`/`"value"` strings when UTF-8, else
+//!   `"key_base64"`/`"value_base64"` (standard base64) — on input and output.
+//! - **Unknown query parameters and unknown JSON fields are 400**, so a typo never
+//!   silently changes the meaning of a request.
+//! - **Range items** (`GET /v1/kv?prefix=`) have the single-GET shape without the
+//!   top-level `revision`: `key`, `value`, `create_revision`, `mod_revision`,
+//!   `version`. Default limit 100, at most `KV_RANGE_LIMIT_MAX`; a missing prefix
+//!   lists every key.
+//! - **Every write is validated here** (limits, idempotency key) before it reaches
+//!   the service, so bad input never costs a log entry and changes nothing.
+//! - **Idempotency-Key** is `<client>:<seq>`, split at the *last* `:` (client ids
+//!   may contain `:`); the client id is 1..=64 bytes of visible ASCII, the
+//!   sequence a positive decimal integer. It is accepted on PUT, DELETE, txn and
+//!   compact.
+//!
+//! # Error codes (`{"error":"<code>","detail":"…"}`)
+//! - 400 `bad_request` (bad query, header, body), `bad_json` (unparsable JSON, a
+//!   non-object, unknown or ill-typed fields), `invalid_key` (empty key),
+//!   `invalid_limit`, `invalid_idempotency_key`, `invalid_revision` (compaction
+//!   above the current revision), `compacted` (with `compact_revision`: the
+//!   watched history is gone), `invalid_cluster_request`.
+//! - 401 `unauthorized`; 404 `not_found` (no such key, no such path); 405
+//!   `method_not_allowed`.
+//! - 409 `session_expired`: the idempotent request was not applied now, and
+//!   whether it was before cannot be known.
+//! - 413 `too_large`: a body, key, value, transaction list or whole command over
+//!   its limit (`crates/types/src/limits.rs`).
+//! - 503 `unavailable`: nothing was appended (retry freely); also too many
+//!   watches, and a replica-side decoding rejection (which changed nothing).
+//! - 504 `timeout` with `"outcome":"unknown"`: retry only with the same
+//!   Idempotency-Key.
+
+mod auth;
+mod cluster;
+mod encoding;
+mod error;
+mod kv;
+pub mod service;
+mod txn;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tokio::sync::Semaphore;
+use understudy_types::limits::API_WATCHES_MAX;
+
+pub use error::ApiError;
+
+/// Options of the HTTP API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiOptions {
+    /// When set, every request except `GET /healthz` must carry
+    /// `Authorization: Bearer <token>`.
+    pub client_token: Option<String>,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    /// The node behind the API.
+    pub(crate) service: Arc<dyn service::ClusterService>,
+    /// Bounds concurrent watch streams to `API_WATCHES_MAX`.
+    pub(crate) watch_permits: Arc<Semaphore>,
+}
+
+/// Builds the `/v1/...` router (plus `/healthz` and `/metrics`) over `service`.
+pub fn router(service: Arc<dyn service::ClusterService>, options: ApiOptions) -> Router {
+    let state = ApiState {
+        service,
+        watch_permits: Arc::new(Semaphore::new(API_WATCHES_MAX)),
+    };
+    let protected = Router::new()
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
+        )
+        .route(
+            "/v1/kv/",
+            get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key),
+        )
+        .route("/v1/kv", get(kv::range))
+        .route("/v1/txn", post(txn::txn))
+        .route("/v1/compact", post(kv::compact))
+        .route("/v1/watch", get(watch::watch))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
+        .route("/metrics", get(cluster::metrics))
+        .fallback(cluster::no_route)
+        .method_not_allowed_fallback(cluster::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(options.client_token),
+            auth::require_token,
+        ));
+    // `/healthz` stays outside the token check: load balancers and process
+    // supervisors probe it without credentials, and it reveals nothing.
+    Router::new()
+        .route("/healthz", get(cluster::healthz))
+        .merge(protected)
+        .with_state(state)
+}

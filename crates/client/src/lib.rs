@@ -1,0 +1,22 @@
+//! The Rust client of an understudy cluster's HTTP API.
+//!
+//! [`Client`] talks to any node: it tries the endpoints in turn (remembering the
+//! last one that answered), retries what the API's contract says is safe to
+//! retry within an overall deadline (see `retry.rs`), and gives every write an
+//! `Idempotency-Key: <client-id>:<seq>` so that a write retried after an
+//! ambiguous failure is applied once. [`Watch`] streams changes and resumes
+//! from the last delivered revision after a disconnect.
+//!
+//! Layout: `client.rs` (the calls), `retry.rs` (what to retry), `watch.rs`,
+//! `types.rs` (the JSON shapes), `error.rs` (HTTP answers to [`ClientError`]).
+
+mod client;
+mod error;
+mod retry;
+mod types;
+mod watch;
+
+pub use client::{Client, ClientOptions, CLIENT_ENDPOINTS_MAX, CLIENT_RESPONSE_BYTES_MAX};
+pub use error::{error_from_response, ClientError};
+pub use types::*;
+pub use watch::{Watch, WatchTarget, WATCH_LINE_BYTES_MAX};

@@ -1,0 +1,90 @@
+//! Counters the node exports in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the fsync latency histogram buckets.
+const FSYNC_BUCKETS_SECONDS: [f64; 10] =
+    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
+
+/// The node's counters; shared by the driver, the transport and the service.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Proposals accepted by this node as leader.
+    pub proposals: AtomicU64,
+    /// Entries this node learned are committed.
+    pub commits: AtomicU64,
+    /// The state machine's applied index.
+    pub applied_index: AtomicU64,
+    /// Elections this node started.
+    pub elections: AtomicU64,
+    /// Messages waiting in peer send queues.
+    pub peer_send_queue_depth: AtomicU64,
+    /// Messages dropped because a peer queue was full.
+    pub peer_messages_dropped: AtomicU64,
+    fsync_buckets: [AtomicU64; 10],
+    fsync_count: AtomicU64,
+    fsync_sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one fsync's duration.
+    pub fn observe_fsync(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.fsync_buckets.iter().zip(FSYNC_BUCKETS_SECONDS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.fsync_count.fetch_add(1, Ordering::Relaxed);
+        self.fsync_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let counters = [
+            ("understudy_proposals_total", "counter", &self.proposals),
+            ("understudy_commits_total", "counter", &self.commits),
+            ("understudy_applied_index", "gauge", &self.applied_index),
+            ("understudy_elections_total", "counter", &self.elections),
+            (
+                "understudy_peer_send_queue_depth",
+                "gauge",
+                &self.peer_send_queue_depth,
+            ),
+            (
+                "understudy_peer_messages_dropped_total",
+                "counter",
+                &self.peer_messages_dropped,
+            ),
+        ];
+        // Writing to a String cannot fail.
+        for (name, kind, value) in counters {
+            let _ = writeln!(
+                text,
+                "# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(text, "# TYPE understudy_fsync_seconds histogram");
+        for (bucket, bound) in self.fsync_buckets.iter().zip(FSYNC_BUCKETS_SECONDS) {
+            let _ = writeln!(
+                text,
+                "understudy_fsync_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.fsync_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            text,
+            "understudy_fsync_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = self.fsync_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(text, "understudy_fsync_seconds_sum {sum}");
+        let _ = writeln!(text, "understudy_fsync_seconds_count {count}");
+        text
+    }
+}

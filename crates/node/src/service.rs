@@ -1,0 +1,478 @@
+//! Client operations through any node: [`NodeService`] implements the API's
+//! `ClusterService`, proposing on the leader and forwarding from followers.
+//!
+//! The 503/504 split: `Unavailable` only when nothing was appended anywhere (the
+//! core refused the proposal, or no leader could be reached before the request
+//! was sent); once a proposal was accepted or a forward sent, every failure is
+//! `Timeout`.
+
+use crate::driver::{Input, ProposeFailure};
+use crate::shared::Shared;
+use crate::state::{Applied, NodeCommand};
+use crate::transport::{forward, ForwardFailure};
+use crate::wire::{ForwardRequest, ForwardResponse, WireError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use understudy_api::service::{
+    AddMember, ClusterService, ClusterStatus, Consistency, GetResult, RangeResult, ServiceError,
+};
+use understudy_kv::{Command, Event, KeySelector, Response};
+use understudy_raft::{MembershipChange, RaftError};
+
+/// A client request's whole budget on the node it reached: looking for a leader,
+/// forwarding, proposing and waiting for the apply. The contract: even the
+/// minority side of a partition answers (503 or 504) within 3 seconds.
+pub const REQUEST_DEADLINE: Duration = Duration::from_millis(2900);
+/// The budget of a leader serving a forwarded request: shorter than the
+/// forwarder's, so that its precise answer arrives before the forwarder gives up.
+pub const FORWARDED_DEADLINE: Duration = Duration::from_millis(2400);
+/// The budget of a membership request (two proposals, possibly forwarded).
+pub const CLUSTER_REQUEST_DEADLINE: Duration = Duration::from_secs(6);
+/// Pause between attempts while no leader is known.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// The node's client-facing service.
+#[derive(Clone, Debug)]
+pub struct NodeService {
+    shared: Arc<Shared>,
+    inputs: SyncSender<Input>,
+}
+
+fn unavailable(detail: impl Into<String>) -> ServiceError {
+    ServiceError::Unavailable {
+        detail: detail.into(),
+    }
+}
+
+fn timeout(detail: impl Into<String>) -> ServiceError {
+    ServiceError::Timeout {
+        detail: detail.into(),
+    }
+}
+
+/// What a local attempt concluded.
+enum Attempt<T> {
+    Done(Result<T, ServiceError>),
+    /// Not the leader; the hint, if any.
+    NotLeader(Option<u64>),
+}
+
+impl NodeService {
+    /// A service over the driver's `inputs`.
+    pub fn new(shared: Arc<Shared>, inputs: SyncSender<Input>) -> NodeService {
+        NodeService { shared, inputs }
+    }
+
+    /// The shared node state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn submit(&self, input: Input) -> Result<(), ServiceError> {
+        self.inputs
+            .try_send(input)
+            .map_err(|_| unavailable("the node is overloaded or stopping"))
+    }
+
+    /// Proposes `command` locally and waits for it to apply.
+    async fn propose_local(&self, command: Bytes, deadline: Instant) -> Attempt<Applied> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(error) = self.submit(Input::Propose { command, reply }) {
+            return Attempt::Done(Err(error));
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(Ok(applied))) => Attempt::Done(Ok(applied)),
+            Ok(Ok(Err(ProposeFailure::Refused(RaftError::NotLeader { leader_hint })))) => {
+                Attempt::NotLeader(leader_hint.map(|id| id.get()))
+            }
+            Ok(Ok(Err(ProposeFailure::Refused(error)))) => {
+                Attempt::Done(Err(unavailable(error.to_string())))
+            }
+            Ok(Ok(Err(ProposeFailure::Lost))) => {
+                Attempt::Done(Err(timeout("the entry lost its log slot")))
+            }
+            Ok(Err(_)) => Attempt::Done(Err(timeout("the node stopped"))),
+            Err(_) => Attempt::Done(Err(timeout("the write did not apply in time"))),
+        }
+    }
+
+    /// Waits until a linearizable read may be served locally.
+    async fn read_barrier(&self, deadline: Instant) -> Attempt<()> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(error) = self.submit(Input::ReadIndex { reply }) {
+            return Attempt::Done(Err(error));
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(Ok(()))) => Attempt::Done(Ok(())),
+            Ok(Ok(Err(hint))) => Attempt::NotLeader(hint),
+            Ok(Err(_)) => Attempt::Done(Err(unavailable("the node stopped"))),
+            Err(_) => Attempt::Done(Err(unavailable("no quorum confirmed the read in time"))),
+        }
+    }
+
+    /// Runs `local` until it succeeds here or names another leader, then forwards
+    /// `request` there. `Unavailable` if no leader answers before the search
+    /// deadline.
+    async fn route<T, F, Fut>(
+        &self,
+        request: ForwardRequest,
+        mut local: F,
+    ) -> Result<RouteOutcome<T>, ServiceError>
+    where
+        F: FnMut(Instant) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        loop {
+            let hint = match local(deadline).await {
+                Attempt::Done(result) => return result.map(RouteOutcome::Local),
+                Attempt::NotLeader(hint) => hint,
+            };
+            if let Some(leader) = hint.filter(|leader| *leader != self.shared.id) {
+                match forward(&self.shared, leader, request.clone(), deadline).await {
+                    // A node that was no longer the leader appended nothing: retry.
+                    Ok(response) if never_appended(&response) => {}
+                    Ok(response) => return Ok(RouteOutcome::Forwarded(response)),
+                    Err(ForwardFailure { sent: true, detail }) => return Err(timeout(detail)),
+                    Err(ForwardFailure { sent: false, .. }) => {}
+                }
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(unavailable("no leader reachable"));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Serves a request another node forwarded; never forwards again (so a
+    /// request cannot loop), answering `Unavailable` when not the leader.
+    pub async fn serve_forwarded(&self, request: ForwardRequest) -> ForwardResponse {
+        let deadline = Instant::now() + FORWARDED_DEADLINE;
+        let not_leader = || WireError::Unavailable("not the leader".into());
+        match request {
+            ForwardRequest::Write(command) => {
+                ForwardResponse::Write(match self.write_local(&command, deadline).await {
+                    Attempt::Done(result) => result.map_err(to_wire),
+                    Attempt::NotLeader(_) => Err(not_leader()),
+                })
+            }
+            ForwardRequest::Get(key) => {
+                ForwardResponse::Get(match self.read_barrier(deadline).await {
+                    Attempt::Done(Ok(())) => Ok(self.get_local(&key)),
+                    Attempt::Done(Err(error)) => Err(to_wire(error)),
+                    Attempt::NotLeader(_) => Err(not_leader()),
+                })
+            }
+            ForwardRequest::Range { prefix, limit } => {
+                ForwardResponse::Range(match self.read_barrier(deadline).await {
+                    Attempt::Done(Ok(())) => {
+                        self.range_local(&prefix, limit as usize).map_err(to_wire)
+                    }
+                    Attempt::Done(Err(error)) => Err(to_wire(error)),
+                    Attempt::NotLeader(_) => Err(not_leader()),
+                })
+            }
+            ForwardRequest::AddMember(member) => ForwardResponse::Cluster(
+                crate::membership::add_local(self, member)
+                    .await
+                    .map_err(to_wire),
+            ),
+            ForwardRequest::RemoveMember(id) => ForwardResponse::Cluster(
+                crate::membership::remove_local(self, id)
+                    .await
+                    .map_err(to_wire),
+            ),
+            ForwardRequest::RegisterAddress { id, peer, client } => ForwardResponse::Cluster(
+                crate::membership::register_local(self, id, peer, client)
+                    .await
+                    .map_err(to_wire),
+            ),
+        }
+    }
+
+    async fn write_local(&self, command: &Command, deadline: Instant) -> Attempt<Response> {
+        let encoded = NodeCommand::Kv(command.clone()).encode();
+        if let Err(error) = crate::state::check_command_size(&encoded) {
+            return Attempt::Done(Err(ServiceError::Rejected(error)));
+        }
+        match self.propose_local(encoded, deadline).await {
+            Attempt::Done(Ok(Applied::Kv(outcome))) => {
+                Attempt::Done(outcome.map_err(ServiceError::Rejected))
+            }
+            Attempt::Done(Ok(Applied::Addresses)) => {
+                Attempt::Done(Err(timeout("the entry applied as another command")))
+            }
+            Attempt::Done(Err(error)) => Attempt::Done(Err(error)),
+            Attempt::NotLeader(hint) => Attempt::NotLeader(hint),
+        }
+    }
+
+    /// Proposes a node command on this node (the leader) and waits for it.
+    pub(crate) async fn propose_command(
+        &self,
+        command: NodeCommand,
+    ) -> Result<Applied, ServiceError> {
+        match self
+            .propose_local(command.encode(), Instant::now() + REQUEST_DEADLINE)
+            .await
+        {
+            Attempt::Done(result) => result,
+            Attempt::NotLeader(_) => Err(unavailable("not the leader")),
+        }
+    }
+
+    /// Asks the core for a membership change.
+    pub(crate) async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<(), ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Input::ChangeMembership { change, reply })?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(RaftError::NotLeader { .. })) => Err(unavailable("not the leader")),
+            Ok(Err(error)) => Err(ServiceError::InvalidClusterRequest {
+                detail: error.to_string(),
+            }),
+            Err(_) => Err(unavailable("the node stopped")),
+        }
+    }
+
+    fn get_local(&self, key: &[u8]) -> (Option<understudy_kv::KeyValue>, u64) {
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (state.store.get(key).cloned(), state.store.revision())
+    }
+
+    fn range_local(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<understudy_kv::KeyValue>, bool, u64), ServiceError> {
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (items, more) = state
+            .store
+            .range(prefix, limit)
+            .map_err(ServiceError::Rejected)?;
+        Ok((items, more, state.store.revision()))
+    }
+
+    /// Whether this node believes it leads.
+    pub(crate) fn leader_id(&self) -> Option<u64> {
+        self.shared
+            .status_view()
+            .status
+            .and_then(|status| status.leader.map(|id| id.get()))
+    }
+
+    /// Forwards a membership request to the leader, or runs it here.
+    pub(crate) async fn route_cluster(
+        &self,
+        request: ForwardRequest,
+    ) -> Result<ClusterStatus, ServiceError> {
+        let deadline = Instant::now() + CLUSTER_REQUEST_DEADLINE;
+        loop {
+            match self.leader_id() {
+                Some(leader) if leader == self.shared.id => {
+                    return match request {
+                        ForwardRequest::AddMember(member) => {
+                            crate::membership::add_local(self, member).await
+                        }
+                        ForwardRequest::RemoveMember(id) => {
+                            crate::membership::remove_local(self, id).await
+                        }
+                        ForwardRequest::RegisterAddress { id, peer, client } => {
+                            crate::membership::register_local(self, id, peer, client).await
+                        }
+                        _ => Err(unavailable("not a membership request")),
+                    }
+                }
+                Some(leader) => {
+                    match forward(&self.shared, leader, request.clone(), deadline).await {
+                        Ok(ForwardResponse::Cluster(result)) => return result.map_err(from_wire),
+                        Ok(_) => return Err(timeout("unexpected answer")),
+                        Err(ForwardFailure { sent: true, detail }) => return Err(timeout(detail)),
+                        Err(ForwardFailure { sent: false, .. }) => {}
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(unavailable("no leader reachable"));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// Whether a forwarded request's answer says nothing was appended.
+fn never_appended(response: &ForwardResponse) -> bool {
+    let unavailable = |error: &WireError| matches!(error, WireError::Unavailable(_));
+    match response {
+        ForwardResponse::Write(Err(error))
+        | ForwardResponse::Get(Err(error))
+        | ForwardResponse::Range(Err(error))
+        | ForwardResponse::Cluster(Err(error)) => unavailable(error),
+        _ => false,
+    }
+}
+
+/// Where a routed request was served.
+enum RouteOutcome<T> {
+    Local(T),
+    Forwarded(ForwardResponse),
+}
+
+fn to_wire(error: ServiceError) -> WireError {
+    match error {
+        ServiceError::Unavailable { detail } => WireError::Unavailable(detail),
+        ServiceError::Timeout { detail } => WireError::Timeout(detail),
+        ServiceError::Rejected(error) => WireError::Rejected(error),
+        ServiceError::InvalidClusterRequest { detail } => WireError::InvalidCluster(detail),
+    }
+}
+
+fn from_wire(error: WireError) -> ServiceError {
+    match error {
+        WireError::Unavailable(detail) => ServiceError::Unavailable { detail },
+        WireError::Timeout(detail) => ServiceError::Timeout { detail },
+        WireError::Rejected(error) => ServiceError::Rejected(error),
+        WireError::InvalidCluster(detail) => ServiceError::InvalidClusterRequest { detail },
+    }
+}
+
+fn unexpected() -> ServiceError {
+    timeout("the leader answered with an unexpected response")
+}
+
+#[async_trait]
+impl ClusterService for NodeService {
+    async fn write(&self, command: Command) -> Result<Response, ServiceError> {
+        let request = ForwardRequest::Write(command.clone());
+        match self
+            .route(request, |deadline| self.write_local(&command, deadline))
+            .await?
+        {
+            RouteOutcome::Local(response) => Ok(response),
+            // A leader that was deposed before proposing answers Unavailable:
+            // nothing was appended, so that answer is passed on as it is.
+            RouteOutcome::Forwarded(ForwardResponse::Write(result)) => result.map_err(from_wire),
+            RouteOutcome::Forwarded(_) => Err(unexpected()),
+        }
+    }
+
+    async fn get(&self, key: Bytes, consistency: Consistency) -> Result<GetResult, ServiceError> {
+        let (item, revision) = match consistency {
+            Consistency::Serializable => self.get_local(&key),
+            Consistency::Linearizable => {
+                match self
+                    .route(ForwardRequest::Get(key.clone()), |deadline| {
+                        self.read_barrier(deadline)
+                    })
+                    .await?
+                {
+                    RouteOutcome::Local(()) => self.get_local(&key),
+                    RouteOutcome::Forwarded(ForwardResponse::Get(result)) => {
+                        result.map_err(from_wire)?
+                    }
+                    RouteOutcome::Forwarded(_) => return Err(unexpected()),
+                }
+            }
+        };
+        Ok(GetResult { item, revision })
+    }
+
+    async fn range(
+        &self,
+        prefix: Bytes,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<RangeResult, ServiceError> {
+        let (items, more, revision) = match consistency {
+            Consistency::Serializable => self.range_local(&prefix, limit)?,
+            Consistency::Linearizable => {
+                let request = ForwardRequest::Range {
+                    prefix: prefix.clone(),
+                    limit: limit as u64,
+                };
+                match self
+                    .route(request, |deadline| self.read_barrier(deadline))
+                    .await?
+                {
+                    RouteOutcome::Local(()) => self.range_local(&prefix, limit)?,
+                    RouteOutcome::Forwarded(ForwardResponse::Range(result)) => {
+                        result.map_err(from_wire)?
+                    }
+                    RouteOutcome::Forwarded(_) => return Err(unexpected()),
+                }
+            }
+        };
+        Ok(RangeResult {
+            items,
+            more,
+            revision,
+        })
+    }
+
+    async fn changes(
+        &self,
+        selector: KeySelector,
+        from_revision: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<Event>, ServiceError> {
+        let deadline = Instant::now() + wait;
+        let mut applied = self.shared.applied.subscribe();
+        loop {
+            let events = self
+                .shared
+                .state
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .store
+                .changes_since(from_revision, &selector, limit)
+                .map_err(ServiceError::Rejected)?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            // Wakes on the next applied entry, or gives up at the deadline.
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn cluster(&self) -> Result<ClusterStatus, ServiceError> {
+        crate::membership::cluster_status(&self.shared)
+    }
+
+    async fn add_member(&self, member: AddMember) -> Result<ClusterStatus, ServiceError> {
+        self.route_cluster(ForwardRequest::AddMember(member)).await
+    }
+
+    async fn remove_member(&self, id: u64) -> Result<ClusterStatus, ServiceError> {
+        self.route_cluster(ForwardRequest::RemoveMember(id)).await
+    }
+
+    fn metrics(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+}

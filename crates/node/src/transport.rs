@@ -1,0 +1,323 @@
+//! The peer transport over TCP.
+//!
+//! Outbound: per peer, two lanes (Raft traffic, and snapshot chunks so a bulk
+//! transfer never delays heartbeats), each a task with a bounded queue that keeps
+//! one connection open, reconnecting with capped exponential backoff. A full queue
+//! drops the message: Raft retransmits what matters.
+//!
+//! Inbound: each connection must open with a handshake naming our cluster and
+//! node; every later frame must come from the same sender and incarnation. A bad
+//! frame closes the connection and changes nothing.
+//!
+//! Forwarding: a follower opens a short-lived connection to the leader, sends one
+//! forward request and waits for its answer on the same connection.
+
+use crate::driver::Input;
+use crate::service::NodeService;
+use crate::shared::Shared;
+use crate::state::check_address;
+use crate::wire::{
+    read_frame, write_frame, Envelope, ForwardRequest, ForwardResponse, FrameError, Handshake,
+    Payload,
+};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use understudy_raft::{Message, MessageBody};
+use understudy_types::limits::PEER_SEND_QUEUE_MESSAGES_MAX;
+
+/// First reconnect delay after a failed connection.
+const RECONNECT_BACKOFF_INITIAL: Duration = Duration::from_millis(20);
+/// Longest reconnect delay.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn envelope(shared: &Shared, payload: Payload) -> Envelope {
+    Envelope {
+        cluster_id: shared.identity.cluster_id.load(Ordering::SeqCst),
+        from: shared.id,
+        incarnation: shared.identity.incarnation,
+        payload,
+    }
+}
+
+/// Sends Raft messages to peers (used from the driver thread).
+pub struct Outbound {
+    shared: Arc<Shared>,
+    runtime: Handle,
+    shutdown: watch::Receiver<bool>,
+    lanes: HashMap<(u64, bool), mpsc::Sender<Message>>,
+}
+
+impl Outbound {
+    /// Lanes are spawned on `runtime` on first use and stop at `shutdown`.
+    pub fn new(shared: Arc<Shared>, runtime: Handle, shutdown: watch::Receiver<bool>) -> Outbound {
+        Outbound {
+            shared,
+            runtime,
+            shutdown,
+            lanes: HashMap::new(),
+        }
+    }
+
+    /// Queues `message` for its receiver, dropping it if the queue is full.
+    pub fn send(&mut self, message: Message) {
+        let to = message.to.get();
+        let bulk = matches!(message.body, MessageBody::SnapshotChunk { .. });
+        let lane = self.lanes.entry((to, bulk)).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(PEER_SEND_QUEUE_MESSAGES_MAX);
+            let task = lane_task(self.shared.clone(), to, receiver, self.shutdown.clone());
+            self.runtime.spawn(task);
+            sender
+        });
+        match lane.try_send(message) {
+            Ok(()) => {
+                self.shared
+                    .metrics
+                    .peer_send_queue_depth
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.shared
+                    .metrics
+                    .peer_messages_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Opens a connection to `to` and sends the handshake.
+async fn connect(shared: &Shared, to: u64) -> Result<BufWriter<TcpStream>, String> {
+    let address = shared
+        .peer_address_of(to)
+        .ok_or_else(|| format!("no address known for node {to}"))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
+        .await
+        .map_err(|_| format!("connecting to {address} timed out"))?
+        .map_err(|error| format!("connecting to {address}: {error}"))?;
+    // Raft messages are small and latency-bound.
+    let _ = stream.set_nodelay(true);
+    let mut writer = BufWriter::new(stream);
+    let hello = envelope(
+        shared,
+        Payload::Handshake(Handshake {
+            to,
+            peer_address: shared.peer_address.clone(),
+        }),
+    );
+    write_frame(&mut writer, &hello)
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(writer)
+}
+
+async fn lane_task(
+    shared: Arc<Shared>,
+    to: u64,
+    mut queue: mpsc::Receiver<Message>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = RECONNECT_BACKOFF_INITIAL;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut writer = match connect(&shared, to).await {
+            Ok(writer) => {
+                backoff = RECONNECT_BACKOFF_INITIAL;
+                writer
+            }
+            Err(error) => {
+                tracing::debug!(node = shared.id, peer = to, %error, "peer connection failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        if !send_until_error(&shared, &mut writer, &mut queue, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Sends queued messages until the connection fails (true: reconnect) or the
+/// node stops or the queue closes (false).
+async fn send_until_error(
+    shared: &Shared,
+    writer: &mut BufWriter<TcpStream>,
+    queue: &mut mpsc::Receiver<Message>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        let message = tokio::select! {
+            message = queue.recv() => message,
+            _ = shutdown.changed() => return false,
+        };
+        let Some(message) = message else {
+            return false;
+        };
+        let mut batch = vec![message];
+        // Everything already queued goes out with one flush.
+        while batch.len() < 64 {
+            match queue.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        shared
+            .metrics
+            .peer_send_queue_depth
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        for message in batch {
+            let frame = envelope(shared, Payload::Raft(message));
+            if write_frame(writer, &frame).await.is_err() {
+                return true;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return true;
+        }
+    }
+}
+
+/// Accepts peer connections until `shutdown`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    service: Arc<NodeService>,
+    inputs: SyncSender<Input>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((stream, remote)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let inputs = inputs.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                result = serve_connection(stream, service, inputs) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%remote, %error, "peer connection closed");
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+/// Serves one inbound connection; any protocol violation ends it.
+async fn serve_connection(
+    stream: TcpStream,
+    service: Arc<NodeService>,
+    inputs: SyncSender<Input>,
+) -> Result<(), FrameError> {
+    let shared = service.shared().clone();
+    let (reader, writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut writer = BufWriter::new(writer);
+    let hello = read_frame(&mut reader).await?;
+    let Payload::Handshake(Handshake { to, peer_address }) = hello.payload else {
+        return Err(FrameError::Bad("first frame is not a handshake".into()));
+    };
+    if to != shared.id || !shared.identity.accept_cluster(hello.cluster_id) {
+        return Err(FrameError::Bad(format!(
+            "handshake for node {to} of cluster {:#x} refused",
+            hello.cluster_id
+        )));
+    }
+    if !shared.accept_incarnation(hello.from, hello.incarnation) {
+        return Err(FrameError::Bad("stale incarnation".into()));
+    }
+    if check_address(&peer_address).is_err() {
+        return Err(FrameError::Bad("handshake peer address is invalid".into()));
+    }
+    shared.learn_peer_address(hello.from, peer_address);
+    loop {
+        let frame = read_frame(&mut reader).await?;
+        if frame.cluster_id != hello.cluster_id
+            || frame.from != hello.from
+            || frame.incarnation != hello.incarnation
+        {
+            return Err(FrameError::Bad("sender changed mid-connection".into()));
+        }
+        match frame.payload {
+            Payload::Raft(message) => {
+                if message.from.get() != hello.from || message.to.get() != shared.id {
+                    return Err(FrameError::Bad("message names another sender".into()));
+                }
+                match inputs.try_send(Input::Message(message)) {
+                    // Dropped when the driver is overloaded: Raft retransmits.
+                    Ok(()) | Err(TrySendError::Full(_)) => {}
+                    Err(TrySendError::Disconnected(_)) => return Ok(()),
+                }
+            }
+            Payload::ForwardRequest(request) => {
+                let response = service.serve_forwarded(request).await;
+                let answer = envelope(&shared, Payload::ForwardResponse(response));
+                write_frame(&mut writer, &answer).await?;
+                writer.flush().await?;
+            }
+            _ => return Err(FrameError::Bad("unexpected frame kind".into())),
+        }
+    }
+}
+
+/// Why a forwarded request got no answer.
+#[derive(Debug)]
+pub struct ForwardFailure {
+    /// Whether the request may have reached the leader.
+    pub sent: bool,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// Sends `request` to `leader` and waits for its answer until `deadline`.
+pub async fn forward(
+    shared: &Shared,
+    leader: u64,
+    request: ForwardRequest,
+    deadline: tokio::time::Instant,
+) -> Result<ForwardResponse, ForwardFailure> {
+    let not_sent = |detail: String| ForwardFailure {
+        sent: false,
+        detail,
+    };
+    let mut writer = connect(shared, leader).await.map_err(not_sent)?;
+    let frame = envelope(shared, Payload::ForwardRequest(request));
+    // Once the first byte may have left, the leader may act on the request.
+    let sent = |detail: String| ForwardFailure { sent: true, detail };
+    write_frame(&mut writer, &frame)
+        .await
+        .map_err(|error| sent(error.to_string()))?;
+    writer
+        .flush()
+        .await
+        .map_err(|error| sent(error.to_string()))?;
+    let mut stream = writer.into_inner();
+    let answer = tokio::time::timeout_at(deadline, read_frame(&mut stream))
+        .await
+        .map_err(|_| sent(format!("leader {leader} did not answer in time")))?
+        .map_err(|error| sent(error.to_string()))?;
+    match answer.payload {
+        Payload::ForwardResponse(response) if answer.from == leader => Ok(response),
+        _ => Err(sent("leader answered with an unexpected frame".into())),
+    }
+}

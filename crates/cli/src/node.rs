@@ -49,17 +49,31 @@ pub struct NodeArgs {
     /// URL clients are told to use for this node (default `http://<listen-client>`).
     #[arg(long)]
     pub advertise_client: Option<String>,
+    /// Take a snapshot (compacting the log) after this many applied entries.
+    /// An advanced knob, hidden from `--help`: tests use a small value to make
+    /// a lagging follower catch up by snapshot.
+    #[arg(long, hide = true, default_value_t = understudy_node::NodeOptions::default().snapshot_threshold_entries)]
+    pub snapshot_threshold_entries: u64,
 }
 
 /// Runs `understudy node`.
 pub fn run(args: NodeArgs) -> Result<(), CliError> {
     let config = build_config(&args)?;
+    if args.snapshot_threshold_entries == 0 {
+        return Err(CliError::Usage(
+            "--snapshot-threshold-entries must be positive".into(),
+        ));
+    }
+    let options = understudy_node::NodeOptions {
+        snapshot_threshold_entries: args.snapshot_threshold_entries,
+        ..understudy_node::NodeOptions::default()
+    };
     init_logging();
     exit_with_dev_parent()?;
     tracing::info!(id = config.id, data_dir = %config.data_dir.display(),
         client = %config.listen_client, peer = %config.listen_peer, "starting node");
     crate::common::block_on(async move {
-        understudy_node::run(config, shutdown_signal())
+        understudy_node::run_with_options(config, options, shutdown_signal())
             .await
             .map_err(|error| CliError::Failed(error.to_string()))
     })

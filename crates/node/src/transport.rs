@@ -316,6 +316,13 @@ pub async fn forward(
         .await
         .map_err(|_| sent(format!("leader {leader} did not answer in time")))?
         .map_err(|error| sent(error.to_string()))?;
+    // The exchange is complete, so close with a reset rather than a FIN: an
+    // active close would leave this side's ephemeral port in TIME_WAIT for a
+    // minute, and one connection per forwarded request then exhausts the
+    // ephemeral range (found by the acceptance tests: tens of thousands of
+    // TIME_WAIT sockets towards a leader's peer port). Nothing is lost: the
+    // answer has been read and the leader only sees its read end.
+    let _ = stream.set_zero_linger();
     match answer.payload {
         Payload::ForwardResponse(response) if answer.from == leader => Ok(response),
         _ => Err(sent("leader answered with an unexpected frame".into())),

@@ -109,12 +109,24 @@ impl<'h, I, O> PartitionHistory<'h, I, O> {
             .partition(|&&index| history[index].output.is_some());
         let completed_operations: Vec<&Operation<I, O>> =
             completed.iter().map(|&index| &history[index]).collect();
+        // The other unknown-outcome operations, for models whose operations can
+        // depend on each other's effects (a compare-and-swap expecting a value an
+        // unknown write wrote). Read-only ones can have no effect to depend on.
+        let unknown_operations: Vec<&Operation<I, O>> = unknown_candidates
+            .iter()
+            .map(|&index| &history[index])
+            .filter(|operation| !model.is_read_only(&operation.input))
+            .collect();
         let mut unknown: Vec<usize> = unknown_candidates
             .into_iter()
             .filter(|&index| {
                 let unknown = &history[index];
                 !model.is_read_only(&unknown.input)
-                    && model.unknown_may_be_observed(unknown, &completed_operations)
+                    && model.unknown_may_be_observed(
+                        unknown,
+                        &completed_operations,
+                        &unknown_operations,
+                    )
             })
             .collect();
         completed.sort_by(by_call);

@@ -100,6 +100,9 @@ impl Model for KvModel {
         &self,
         unknown: &Operation<KvInput, KvOutput>,
         completed: &[&Operation<KvInput, KvOutput>],
+        // No operation of this model depends on the state except through a read,
+        // so only completed outputs can show a write's effect.
+        _unknown_writes: &[&Operation<KvInput, KvOutput>],
     ) -> bool {
         let shows_effect = |value: &str| match &unknown.input {
             KvInput::Get { .. } => false,

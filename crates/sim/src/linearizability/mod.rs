@@ -85,6 +85,7 @@
 
 mod explain;
 mod history;
+mod kv_cas_model;
 mod kv_model;
 mod memo;
 mod search;
@@ -92,8 +93,11 @@ mod search;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cas;
+#[cfg(test)]
 mod tests_random;
 
+pub use kv_cas_model::{KvCasInput, KvCasModel, KvCasOutput};
 pub use kv_model::{KvInput, KvModel, KvOutput};
 
 use search::SearchOutcome;
@@ -135,7 +139,10 @@ pub trait Model {
     }
 
     /// Whether the effect of the unknown-outcome operation `unknown` could show in
-    /// any output of `completed` (the completed operations of its partition). Return
+    /// any output of `completed` (the completed operations of its partition), either
+    /// directly or through the effect of another of `unknown_writes` (the partition's
+    /// unknown-outcome operations that are not read-only, `unknown` among them; for
+    /// example a compare-and-swap that applies only if `unknown` took effect). Return
     /// `false` only if removing it from any linearization that places it leaves a
     /// linearization (no output can depend on whether it took effect); the checker
     /// then drops it. Each pending unknown operation doubles the configurations a
@@ -146,6 +153,7 @@ pub trait Model {
         &self,
         _unknown: &Operation<Self::Input, Self::Output>,
         _completed: &[&Operation<Self::Input, Self::Output>],
+        _unknown_writes: &[&Operation<Self::Input, Self::Output>],
     ) -> bool {
         true
     }

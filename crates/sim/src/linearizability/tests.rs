@@ -541,7 +541,11 @@ fn concurrent_reads_are_linearized_without_alternatives() {
 fn unobserved_unknown_writes_are_dropped() {
     let observed = |write: KvInput, read_value: Option<&str>, read_return: u64| {
         let unknown = Operation::unknown(1, write, 10);
-        KvModel.unknown_may_be_observed(&unknown, &[&get(2, 1, read_value, 0, read_return)])
+        KvModel.unknown_may_be_observed(
+            &unknown,
+            &[&get(2, 1, read_value, 0, read_return)],
+            &[&unknown],
+        )
     };
     let put_y = || KvInput::Put {
         key: 1,

@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::raw_put;
+
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 use support::{eventually, Cluster};
@@ -19,20 +21,6 @@ async fn read(cluster: &Cluster, index: usize, key: &str) -> Option<String> {
         Err(understudy_client::ClientError::NotFound { .. }) => None,
         Err(error) => panic!("read {key} through node {index}: {error}"),
     }
-}
-
-/// `PUT /v1/kv/{key}` with an explicit idempotency key; status and body.
-async fn raw_put(url: &str, key: &str, value: &str, idempotency_key: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .put(format!("{url}/v1/kv/{key}"))
-        .header("Idempotency-Key", idempotency_key)
-        .body(value.to_string())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("the node answers");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::raw_put;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,19 +87,6 @@ async fn assert_all_present(client: &Client, acknowledged: &[u64]) {
             "acknowledged write {number} is missing"
         );
     }
-}
-
-async fn raw_put(url: &str, key: &str, value: &str, idempotency_key: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .put(format!("{url}/v1/kv/{key}"))
-        .header("Idempotency-Key", idempotency_key)
-        .body(value.to_string())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("the node answers");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

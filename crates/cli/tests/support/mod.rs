@@ -376,3 +376,19 @@ where
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// A PUT with an explicit `Idempotency-Key`, sent once with no retries, so a
+/// test controls exactly which node sees which attempt. Returns the status and
+/// the body.
+pub async fn raw_put(url: &str, key: &str, value: &str, idempotency_key: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .put(format!("{url}/v1/kv/{key}"))
+        .header("Idempotency-Key", idempotency_key)
+        .body(value.to_string())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}

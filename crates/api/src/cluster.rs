@@ -8,11 +8,10 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use understudy_types::limits::API_JSON_BODY_BYTES_MAX;
 
-use crate::encoding::{parse_unsigned, read_body_limited};
+use crate::encoding::parse_unsigned;
 use crate::error::ApiError;
-use crate::kv::{declared_length, parse_json};
+use crate::kv::read_json_body;
 use crate::service::{AddMember, ClusterStatus};
 use crate::ApiState;
 
@@ -40,8 +39,7 @@ pub(crate) async fn add_member(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ClusterStatus>, ApiError> {
-    let body = read_body_limited(body, declared_length(&headers)?, API_JSON_BODY_BYTES_MAX).await?;
-    let request: AddMemberRequest = parse_json(&body)?;
+    let request: AddMemberRequest = read_json_body(&headers, body).await?;
     if request.id == 0 {
         return Err(ApiError::BadRequest {
             code: "invalid_cluster_request",

@@ -145,8 +145,7 @@ pub(crate) async fn compact(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let request_id = parse_request_id(&headers)?;
-    let body = read_body_limited(body, declared_length(&headers)?, API_JSON_BODY_BYTES_MAX).await?;
-    let request: CompactRequest = parse_json(&body)?;
+    let request: CompactRequest = read_json_body(&headers, body).await?;
     let command = Command {
         request_id,
         operation: Operation::Compact {
@@ -187,6 +186,15 @@ pub(crate) fn unexpected_response(operation: &str, response: &Response) -> ApiEr
     ApiError::Timeout {
         detail: format!("internal error: unexpected response to {operation}"),
     }
+}
+
+/// Reads a JSON request body within `API_JSON_BODY_BYTES_MAX` and parses it.
+pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let body = read_body_limited(body, declared_length(headers)?, API_JSON_BODY_BYTES_MAX).await?;
+    parse_json(&body)
 }
 
 /// Parses a JSON object body, answering 400 with serde's explanation. Anything

@@ -23,11 +23,11 @@ use understudy_kv::{
     Command, Compare, CompareOperator, CompareTarget, Operation, Response, Txn, TxnOperation,
     TxnResult,
 };
-use understudy_types::limits::{API_JSON_BODY_BYTES_MAX, KV_TXN_OPERATIONS_MAX};
+use understudy_types::limits::KV_TXN_OPERATIONS_MAX;
 
-use crate::encoding::{item_json, json_bytes, read_body_limited};
+use crate::encoding::{item_json, json_bytes};
 use crate::error::ApiError;
-use crate::kv::{declared_length, parse_json, parse_request_id, submit, unexpected_response};
+use crate::kv::{parse_request_id, read_json_body, submit, unexpected_response};
 use crate::ApiState;
 
 #[derive(Deserialize)]
@@ -69,8 +69,7 @@ pub(crate) async fn txn(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let request_id = parse_request_id(&headers)?;
-    let body = read_body_limited(body, declared_length(&headers)?, API_JSON_BODY_BYTES_MAX).await?;
-    let request: TxnRequest = parse_json(&body)?;
+    let request: TxnRequest = read_json_body(&headers, body).await?;
     let command = Command {
         request_id,
         operation: Operation::Txn(build_txn(request)?),

@@ -2,12 +2,12 @@
 
 use crate::error::{error_from_response, ClientError};
 use crate::retry::{Attempt, RequestKind, RetryState};
+use crate::session::Session;
 use crate::types::*;
 use bytes::Bytes;
-use rand::Rng as _;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,12 +50,13 @@ pub(crate) struct Inner {
     pub(crate) options: ClientOptions,
     /// Index of the endpoint that answered last; tried first next time.
     pub(crate) preferred_endpoint: AtomicUsize,
-    client_id: String,
-    next_sequence: AtomicU64,
+    session: Session,
 }
 
 /// A client of an understudy cluster. Cheap to clone (clones share the
-/// connection pool, the preferred endpoint and the idempotency session).
+/// connection pool, the preferred endpoint and the idempotency session). Any
+/// number of calls may run at once, from clones or not: the session numbers
+/// concurrent writes within the window the cluster retains (see `session.rs`).
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
@@ -90,11 +91,6 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             .build()
             .map_err(|error| ClientError::InvalidConfig(error.to_string()))?;
-        // 16 random bytes in hex: unique enough that two clients never share a
-        // session, and far below the server's 64-byte client id limit.
-        let client_id: String = (0..16)
-            .map(|_| format!("{:02x}", rand::thread_rng().gen::<u8>()))
-            .collect();
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
@@ -102,8 +98,7 @@ impl Client {
                 http,
                 options,
                 preferred_endpoint: AtomicUsize::new(0),
-                client_id,
-                next_sequence: AtomicU64::new(1),
+                session: Session::new(),
             }),
         })
     }
@@ -127,16 +122,10 @@ impl Client {
         &self.inner.endpoints
     }
 
-    /// This client's session id (the part before `:` of its idempotency keys).
-    pub fn client_id(&self) -> &str {
-        &self.inner.client_id
-    }
-
-    /// A fresh idempotency key `<client-id>:<seq>`; sequence numbers start at 1
-    /// and increase with every call.
-    pub fn next_idempotency_key(&self) -> String {
-        let sequence = self.inner.next_sequence.fetch_add(1, Ordering::Relaxed);
-        format!("{}:{sequence}", self.inner.client_id)
+    /// This client's session id (the part before `:` of its idempotency keys);
+    /// it changes only if the cluster forgot the session.
+    pub fn client_id(&self) -> String {
+        self.inner.session.client_id()
     }
 
     /// Writes `value` under `key`.
@@ -150,7 +139,7 @@ impl Client {
             path: kv_path(key),
             body: Some(value.into()),
             json: false,
-            kind: RequestKind::KeyedWrite(self.next_idempotency_key()),
+            kind: RequestKind::KeyedWrite,
         };
         self.call_json(request).await
     }
@@ -171,7 +160,7 @@ impl Client {
             path: kv_path(key),
             body: None,
             json: false,
-            kind: RequestKind::KeyedWrite(self.next_idempotency_key()),
+            kind: RequestKind::KeyedWrite,
         };
         self.call_json(request).await
     }
@@ -202,7 +191,7 @@ impl Client {
             path: "/v1/txn".to_string(),
             body: Some(Bytes::from(body)),
             json: true,
-            kind: RequestKind::KeyedWrite(self.next_idempotency_key()),
+            kind: RequestKind::KeyedWrite,
         };
         self.call_json(request).await
     }
@@ -259,14 +248,45 @@ impl Client {
     }
 
     /// Sends `request`, rotating through endpoints and retrying what is safe to
-    /// retry until the deadline; returns the body of the first 200.
+    /// retry until the deadline; returns the body of the first 200. A keyed
+    /// write is numbered by the session and retried under the same key.
     pub(crate) async fn call(&self, request: Request) -> Result<Bytes, ClientError> {
+        if request.kind != RequestKind::KeyedWrite {
+            return self.call_with_key(&request, None).await.0;
+        }
+        // One renewal is enough: a brand-new session cannot have expired.
+        let mut renewals_left = 1;
+        loop {
+            let ticket = self.inner.session.acquire().await;
+            let (outcome, maybe_applied) = self.call_with_key(&request, Some(&ticket.key)).await;
+            match outcome {
+                Err(ClientError::SessionExpired) if !maybe_applied && renewals_left > 0 => {
+                    // Every attempt missed the log or was refused by the
+                    // session check: never applied, so resending is safe.
+                    renewals_left -= 1;
+                    self.inner.session.renew(ticket);
+                }
+                outcome => {
+                    self.inner.session.complete(ticket, outcome.is_ok());
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    /// One call's attempts with `key` as its idempotency key; also says whether
+    /// some attempt may have been applied.
+    async fn call_with_key(
+        &self,
+        request: &Request,
+        key: Option<&str>,
+    ) -> (Result<Bytes, ClientError>, bool) {
         let mut state = RetryState::new(&self.inner.options, self.inner.endpoints.len());
         let mut endpoint_index = self.inner.preferred_endpoint.load(Ordering::Relaxed);
         loop {
             let endpoint = &self.inner.endpoints[endpoint_index % self.inner.endpoints.len()];
             let attempt =
-                match tokio::time::timeout(state.remaining(), self.attempt(endpoint, &request))
+                match tokio::time::timeout(state.remaining(), self.attempt(endpoint, request, key))
                     .await
                 {
                     Ok(attempt) => attempt,
@@ -278,17 +298,19 @@ impl Client {
                         endpoint_index % self.inner.endpoints.len(),
                         Ordering::Relaxed,
                     );
-                    return Ok(body);
+                    return (Ok(body), true);
                 }
                 Ok(None) => {}
-                Err(error) => return Err(error),
+                Err(error) => return (Err(error), state.maybe_applied()),
             }
             endpoint_index = endpoint_index.wrapping_add(1);
-            state.pause_before_next().await?;
+            if let Err(error) = state.pause_before_next().await {
+                return (Err(error), state.maybe_applied());
+            }
         }
     }
 
-    async fn attempt(&self, endpoint: &str, request: &Request) -> Attempt {
+    async fn attempt(&self, endpoint: &str, request: &Request, key: Option<&str>) -> Attempt {
         let mut builder = self.inner.http.request(
             request.method.clone(),
             format!("{endpoint}{}", request.path),
@@ -296,7 +318,7 @@ impl Client {
         if let Some(token) = &self.inner.token {
             builder = builder.bearer_auth(token);
         }
-        if let RequestKind::KeyedWrite(key) = &request.kind {
+        if let Some(key) = key {
             builder = builder.header("Idempotency-Key", key);
         }
         if let Some(body) = &request.body {
@@ -408,20 +430,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idempotency_keys_are_unique_and_increasing() {
+    fn every_client_has_its_own_session_id() {
         let client = Client::new(vec!["127.0.0.1:1".into()], None).unwrap();
-        let first = client.next_idempotency_key();
-        let second = client.next_idempotency_key();
-        let (id, sequence) = first.split_once(':').unwrap();
-        assert_eq!(id, client.client_id());
-        assert_eq!(
-            sequence, "1",
-            "sessions start at 1 (seq > 1 from an unknown client expires)"
-        );
-        assert_eq!(second, format!("{id}:2"));
+        let id = client.client_id();
         assert!(id.len() <= 64 && !id.contains(':'));
         let other = Client::new(vec!["127.0.0.1:1".into()], None).unwrap();
-        assert_ne!(other.client_id(), client.client_id());
+        assert_ne!(other.client_id(), id);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod client;
 mod error;
 mod retry;
+mod session;
 mod types;
 mod watch;
 

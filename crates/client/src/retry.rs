@@ -17,8 +17,8 @@ use tokio::time::Instant;
 pub(crate) enum RequestKind {
     /// Changes nothing: retried on any transient failure.
     Read,
-    /// A write carrying this idempotency key: retried with the same key.
-    KeyedWrite(String),
+    /// A write carrying an idempotency key: retried with the same key.
+    KeyedWrite,
     /// A write without a key (compaction, membership): retried only when it
     /// certainly did not reach a log.
     UnkeyedWrite,
@@ -87,6 +87,11 @@ impl RetryState {
         }
     }
 
+    /// Whether some attempt of this write may have been applied.
+    pub(crate) fn maybe_applied(&self) -> bool {
+        self.maybe_applied
+    }
+
     /// Time left before the deadline.
     pub(crate) fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -117,7 +122,7 @@ impl RetryState {
                         self.last_was_lost = true;
                         Ok(None)
                     }
-                    RequestKind::KeyedWrite(_) => {
+                    RequestKind::KeyedWrite => {
                         self.maybe_applied = true;
                         Ok(None)
                     }
@@ -182,7 +187,7 @@ mod tests {
     fn unavailable_and_refused_are_retried_for_every_kind() {
         for kind in [
             RequestKind::Read,
-            RequestKind::KeyedWrite("c:1".into()),
+            RequestKind::KeyedWrite,
             RequestKind::UnkeyedWrite,
         ] {
             let mut state = RetryState::new(&options(Duration::from_secs(1)), 2);
@@ -200,7 +205,7 @@ mod tests {
     #[test]
     fn ambiguous_failures_retry_only_keyed_writes_and_reads() {
         let mut state = RetryState::new(&options(Duration::from_secs(1)), 1);
-        let keyed = RequestKind::KeyedWrite("c:1".into());
+        let keyed = RequestKind::KeyedWrite;
         assert_eq!(state.judge(Attempt::Lost("reset".into()), &keyed), Ok(None));
         assert!(state.maybe_applied);
         let timeout = || {
@@ -226,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn the_final_error_says_whether_a_write_may_have_happened() {
         let mut state = RetryState::new(&options(Duration::ZERO), 1);
-        let keyed = RequestKind::KeyedWrite("c:1".into());
+        let keyed = RequestKind::KeyedWrite;
         state
             .judge(Attempt::NotSent("refused".into()), &keyed)
             .unwrap();

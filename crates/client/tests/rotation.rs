@@ -124,12 +124,19 @@ async fn gives_up_at_the_deadline_with_the_right_error() {
 }
 
 #[tokio::test]
-async fn refusals_are_not_retried() {
+async fn a_forgotten_session_is_renewed_once_and_then_the_refusal_stands() {
     let (expired, seen) = start_server(vec![409]).await;
     let client = Client::with_options(vec![expired], None, fast_options()).unwrap();
     assert_eq!(
         client.put("k", "v").await.unwrap_err(),
         ClientError::SessionExpired
     );
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The first attempt was refused by the session check, so it was never
+    // applied: the client resends once under a new session, starting at 1.
+    let keys = seen.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let (first_id, _) = keys[0].split_once(':').unwrap();
+    let (second_id, second_sequence) = keys[1].split_once(':').unwrap();
+    assert_ne!(first_id, second_id);
+    assert_eq!(second_sequence, "1");
 }

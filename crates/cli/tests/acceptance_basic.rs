@@ -135,6 +135,46 @@ async fn a_write_retried_with_the_same_idempotency_key_applies_once() {
     assert_eq!(item.version, 2, "exactly two writes applied to the key");
 }
 
+/// Many tasks sharing one client (clones share its session) write at once:
+/// the client numbers their writes within the window the cluster retains, so
+/// none is refused as `session_expired`, and each applies exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_shared_by_many_concurrent_tasks_writes_each_value_once() {
+    const TASKS: usize = 48;
+    const WRITES_PER_TASK: usize = 20;
+    let cluster = Cluster::start(3);
+    cluster.leader().await;
+    let client = cluster.client_all();
+    let before = client.put("shared-start", "0").await.unwrap().revision;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for write in 0..WRITES_PER_TASK {
+                    let key = format!("shared-{task:02}-{write:02}");
+                    client
+                        .put(&key, "v")
+                        .await
+                        .expect("every concurrent write succeeds");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = client.put("shared-end", "0").await.unwrap().revision;
+    // Every write bumps the revision by one: exactly TASKS * WRITES_PER_TASK
+    // writes were applied between the two markers, none twice.
+    assert_eq!(after - before - 1, (TASKS * WRITES_PER_TASK) as u64);
+    let listed = client
+        .range("shared-", Some(10_000), Consistency::Linearizable)
+        .await
+        .unwrap();
+    // The two markers plus every task's keys.
+    assert_eq!(listed.items.len(), TASKS * WRITES_PER_TASK + 2);
+}
+
 /// Sends raw bytes to `address` and returns what comes back before the peer
 /// closes (or a read timeout).
 fn raw_exchange(address: &str, request: &[u8]) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! `understudy dev`: a local cluster of separate `understudy node` processes.
 //!
 //! The children are tied to this process three ways, so none outlives it:
-//! SIGTERM on Ctrl-C / SIGTERM / a child's exit (clean stop), `kill_on_drop` if
+//! SIGTERM on Ctrl-C / SIGTERM (clean stop), `kill_on_drop` if
 //! this process unwinds, and the kernel's parent-death signal (set by the child,
 //! see `node.rs`) if this process is killed outright.
 
@@ -56,6 +56,8 @@ struct DevNode {
     peer_address: String,
     data_dir: PathBuf,
     log_file: PathBuf,
+    /// The command line that started it, to restart it by hand.
+    restart_command: Vec<String>,
 }
 
 /// Runs `understudy dev`.
@@ -114,14 +116,24 @@ async fn supervise(args: DevArgs, data_dir: PathBuf) -> Result<(), CliError> {
         children.push(child);
         nodes.push(node);
     }
+    let mut running = vec![true; children.len()];
+    // A node that exits before a leader is known failed to start (a port taken
+    // meanwhile, a data dir it cannot use): stop the others and say which.
     let outcome = tokio::select! {
         result = wait_for_leader(&args, &nodes) => result,
+        (index, status) = next_exit(&mut children, &running) => {
+            Err(CliError::Failed(format!(
+                "node {} exited while starting ({status}); stopping the others; see {}",
+                nodes[index].id,
+                nodes[index].log_file.display()
+            )))
+        }
         _ = shutdown_signal() => Err(CliError::Failed("interrupted before a leader was elected".into())),
     };
     let outcome = match outcome {
         Ok(leader) => {
             report(&nodes, leader, &data_dir)?;
-            wait_until_stopped(&mut children, &nodes).await
+            wait_until_stopped(&mut children, &mut running, &nodes).await
         }
         Err(error) => Err(error),
     };
@@ -148,16 +160,25 @@ fn spawn_node(args: &DevArgs, data_dir: &Path, id: u16) -> Result<(Child, DevNod
     let log_for_stderr = log
         .try_clone()
         .map_err(|error| CliError::Failed(format!("cannot share the log file: {error}")))?;
-    let child = Command::new(executable)
-        .arg("node")
-        .args(["--id", &id.to_string()])
-        .arg("--data-dir")
-        .arg(&node_dir)
-        .args(["--listen-client", &format!("127.0.0.1:{client_port}")])
-        .args(["--listen-peer", &format!("127.0.0.1:{peer_port}")])
-        .args(["--initial-cluster", &initial_cluster.join(",")])
-        .args(["--heartbeat-interval", &args.heartbeat_interval.to_string()])
-        .args(["--election-timeout", &args.election_timeout.to_string()])
+    let node_arguments: Vec<String> = vec![
+        "node".into(),
+        "--id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        node_dir.display().to_string(),
+        "--listen-client".into(),
+        format!("127.0.0.1:{client_port}"),
+        "--listen-peer".into(),
+        format!("127.0.0.1:{peer_port}"),
+        "--initial-cluster".into(),
+        initial_cluster.join(","),
+        "--heartbeat-interval".into(),
+        args.heartbeat_interval.to_string(),
+        "--election-timeout".into(),
+        args.election_timeout.to_string(),
+    ];
+    let child = Command::new(&executable)
+        .args(&node_arguments)
         .env(PARENT_PID_VARIABLE, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(log)
@@ -165,6 +186,8 @@ fn spawn_node(args: &DevArgs, data_dir: &Path, id: u16) -> Result<(Child, DevNod
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| CliError::Failed(format!("cannot start node {id}: {error}")))?;
+    let mut restart_command = vec![executable.display().to_string()];
+    restart_command.extend(node_arguments);
     let node = DevNode {
         id: u64::from(id),
         pid: child.id().unwrap_or(0),
@@ -172,6 +195,7 @@ fn spawn_node(args: &DevArgs, data_dir: &Path, id: u16) -> Result<(Child, DevNod
         peer_address: format!("127.0.0.1:{peer_port}"),
         data_dir: node_dir,
         log_file,
+        restart_command,
     };
     Ok((child, node))
 }
@@ -236,25 +260,61 @@ fn report(nodes: &[DevNode], leader: u64, data_dir: &Path) -> Result<(), CliErro
     Ok(())
 }
 
-/// Waits for Ctrl-C / SIGTERM (a clean stop) or for a node to exit (an error).
-async fn wait_until_stopped(children: &mut [Child], nodes: &[DevNode]) -> Result<(), CliError> {
-    let exits =
-        futures::future::select_all(children.iter_mut().map(|child| Box::pin(child.wait())));
-    tokio::select! {
-        _ = shutdown_signal() => {
-            eprintln!("stopping the cluster");
-            Ok(())
-        }
-        (status, index, _) = exits => {
-            let node = &nodes[index];
-            Err(CliError::Failed(format!(
-                "node {} exited ({}); stopping the others; see {}",
-                node.id,
-                status.map_or_else(|error| error.to_string(), |status| status.to_string()),
-                node.log_file.display()
-            )))
+/// Waits for Ctrl-C / SIGTERM (a clean stop). A node that exits meanwhile is
+/// reported and the others keep running: killing a node is how one tries
+/// failover by hand. Only when every node has exited does `dev` give up.
+async fn wait_until_stopped(
+    children: &mut [Child],
+    running: &mut [bool],
+    nodes: &[DevNode],
+) -> Result<(), CliError> {
+    loop {
+        tokio::select! {
+            _ = shutdown_signal() => {
+                eprintln!("stopping the cluster");
+                return Ok(());
+            }
+            (index, status) = next_exit(children, running) => {
+                running[index] = false;
+                let node = &nodes[index];
+                eprintln!(
+                    "node {} (pid {}) exited ({status}); the others keep running; see {}",
+                    node.id,
+                    node.pid,
+                    node.log_file.display()
+                );
+                if !running.contains(&true) {
+                    return Err(CliError::Failed("every node has exited".into()));
+                }
+                eprintln!(
+                    "to bring it back with its data, run in another terminal (dev will not stop it on Ctrl-C):\n  {}",
+                    shell_words(&node.restart_command)
+                );
+            }
         }
     }
+}
+
+/// The index and exit status of the next child among the `running` ones to exit;
+/// never resolves if none is running.
+async fn next_exit(children: &mut [Child], running: &[bool]) -> (usize, String) {
+    let waits: Vec<_> = children
+        .iter_mut()
+        .enumerate()
+        .filter(|(index, _)| running[*index])
+        .map(|(index, child)| {
+            Box::pin(async move {
+                let status = child.wait().await;
+                let status =
+                    status.map_or_else(|error| error.to_string(), |status| status.to_string());
+                (index, status)
+            })
+        })
+        .collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(waits).await.0
 }
 
 /// SIGTERM to every running child, then waits; a child still running after the
@@ -282,4 +342,21 @@ async fn stop_all(children: &mut [Child], nodes: &[DevNode]) {
             }
         }
     }
+}
+
+/// `words` as one shell command line, quoting the words that need it.
+fn shell_words(words: &[String]) -> String {
+    let plain =
+        |character: char| character.is_ascii_alphanumeric() || "_./:=,-".contains(character);
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|word| {
+            if !word.is_empty() && word.chars().all(plain) {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect();
+    quoted.join(" ")
 }

@@ -69,7 +69,6 @@ fn latest_snapshot_number(directory: &std::path::Path) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent: once in five full-suite runs the lagging node had not caught up within 30 s under load; passes alone; the snapshot transfer path needs a look before this runs in CI"]
 async fn a_node_down_for_thousands_of_writes_catches_up_by_snapshot() {
     let options = ClusterOptions {
         snapshot_threshold_entries: Some(200),

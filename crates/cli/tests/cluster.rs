@@ -2,19 +2,14 @@
 //! a write through node 1 and a linearizable read through node 3 with the
 //! `understudy kv` command, then SIGTERM to every node and a clean exit.
 
+mod support;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, free_port_block};
 
 /// The whole test must finish within this.
 const TEST_DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener
-        .local_addr()
-        .expect("a bound socket has an address")
-        .port()
-}
 
 /// Stops every node it holds on drop, so a failing assertion leaves no orphans.
 struct Nodes(Vec<Child>);
@@ -143,16 +138,17 @@ fn three_nodes_serve_a_write_through_one_and_a_read_through_another() {
     assert!(started.elapsed() < TEST_DEADLINE);
 }
 
-/// Starts `understudy dev` on a base port that was free a moment ago.
+/// Starts `understudy dev` on a base port whose block (three client ports,
+/// then three peer ports 100 above) was free a moment ago.
 fn spawn_dev(data_dir: &std::path::Path) -> Child {
-    let base_port = free_port().min(65_000);
+    let base_port = free_port_block(104);
     Command::new(env!("CARGO_BIN_EXE_understudy"))
         .args(["dev", "--nodes", "3", "--base-port", &base_port.to_string()])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(data_dir.join("dev.stderr")).expect("a stderr file"))
         .spawn()
         .expect("start dev")
 }
@@ -162,7 +158,6 @@ fn process_exists(pid: u64) -> bool {
 }
 
 #[test]
-#[ignore = "flaky: `dev` needs six consecutive free ports and races with the other tests' free-port picks (seen failing with a node that could not bind); run alone with --ignored until dev takes ports from the OS"]
 fn dev_starts_a_cluster_describes_it_and_stops_it_on_sigterm() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -206,6 +201,33 @@ fn dev_starts_a_cluster_describes_it_and_stops_it_on_sigterm() {
     let last = nodes[2]["client_url"].as_str().unwrap();
     let get = understudy(&["kv", "--endpoints", last, "get", "k"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "v");
+
+    // A node that dies is reported; dev keeps the others running.
+    let killed = rustix::process::Pid::from_raw(pids[2] as i32).expect("a pid");
+    rustix::process::kill_process(killed, rustix::process::Signal::KILL).expect("kill node 3");
+    let stderr_path = dir.path().join("dev.stderr");
+    while !std::fs::read_to_string(&stderr_path)
+        .unwrap()
+        .contains("node 3 (pid")
+    {
+        assert!(
+            started.elapsed() < TEST_DEADLINE,
+            "dev never reported node 3's exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dev.0[0].try_wait().unwrap().is_none(), "dev stopped");
+    let first_two = format!(
+        "{},{}",
+        nodes[0]["client_url"].as_str().unwrap(),
+        nodes[1]["client_url"].as_str().unwrap()
+    );
+    let put = understudy(&["kv", "--endpoints", &first_two, "put", "k", "v2"]);
+    assert!(
+        put.status.success(),
+        "the two remaining nodes serve writes: {}",
+        String::from_utf8_lossy(&put.stderr)
+    );
 
     let dev_pid = rustix::process::Pid::from_raw(dev.0[0].id() as i32).expect("a pid");
     rustix::process::kill_process(dev_pid, rustix::process::Signal::TERM).expect("signal dev");

@@ -12,6 +12,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use understudy_client::{Client, ClientOptions};
 
@@ -20,13 +21,47 @@ const TERMINATE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause between polls of an observable condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-/// A free loopback port (free a moment ago; the node binds it shortly after).
+/// Lowest port tests take.
+const TEST_PORT_FIRST: u32 = 10_000;
+/// Next candidate port of this test process, as an offset into the test range.
+static NEXT_TEST_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A free loopback port (free a moment ago; the node binds it shortly after),
+/// never the same one twice in one test process.
+///
+/// Ports come from below the kernel's ephemeral range, not from binding port 0:
+/// a killed node's ports must still be free when it restarts, and an ephemeral
+/// port can meanwhile become the local end of an outgoing connection (followers
+/// open one per forwarded request), which made a restarted node fail to bind.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener
-        .local_addr()
-        .expect("a bound socket has an address")
-        .port()
+    free_port_block(1)
+}
+
+/// The first of `length` consecutive free loopback ports, reserved for this
+/// caller within this test process (`understudy dev` needs a block).
+pub fn free_port_block(length: u32) -> u16 {
+    let ephemeral_first = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let range = ephemeral_first.saturating_sub(TEST_PORT_FIRST);
+    assert!(
+        range >= 1_000 + length,
+        "the ephemeral range starts at {ephemeral_first}, leaving tests too few ports below it"
+    );
+    // Concurrent test processes start at different offsets.
+    let process_offset = std::process::id().wrapping_mul(97) % range;
+    for _ in 0..range {
+        let offset = NEXT_TEST_PORT.fetch_add(length, Ordering::Relaxed);
+        let first = TEST_PORT_FIRST + (process_offset + offset) % (range - length);
+        // first + length <= ephemeral_first <= 65_535, so every port fits in a u16.
+        let all_free = (first..first + length)
+            .all(|port| std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok());
+        if all_free {
+            return first as u16;
+        }
+    }
+    panic!("no {length} consecutive free ports below {ephemeral_first}");
 }
 
 /// How a [`Cluster`]'s nodes are started.

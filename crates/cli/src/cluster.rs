@@ -81,6 +81,16 @@ async fn fill_own_indexes(client: &Client, view: &mut ClusterStatus) {
     }
 }
 
+/// A member registers its client URL in the replicated state once it is up and
+/// a leader is known (within a fraction of a second); until then it is unknown.
+fn client_address_shown(address: &str) -> &str {
+    if address.is_empty() {
+        "(not registered yet)"
+    } else {
+        address
+    }
+}
+
 fn format_status(view: &ClusterStatus) -> String {
     let leader_commit = view
         .leader_id
@@ -105,7 +115,7 @@ fn format_status(view: &ClusterStatus) -> String {
             show(member.applied_index),
             show(member.match_index),
             show(lag),
-            member.client_address
+            client_address_shown(&member.client_address)
         ));
     }
     let leader = view

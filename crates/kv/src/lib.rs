@@ -35,8 +35,11 @@
 //!
 //! # History
 //! Every change is kept by revision until [`Operation::Compact`] discards the
-//! history before its revision; [`Store::changes_since`] below the compaction
-//! revision fails with [`KvError::Compacted`].
+//! history before its revision, or until the history exceeds
+//! `KV_HISTORY_BYTES_RETAINED_MAX` bytes, when the oldest revisions are compacted
+//! automatically (deterministically, as part of applying the write that crossed
+//! the limit). [`Store::changes_since`] below the compaction revision fails with
+//! [`KvError::Compacted`].
 //!
 //! Layout: `command` (commands, validation, encoding), `store` (MVCC and apply),
 //! `session` (client sessions), `snapshot` (snapshot format), `error`.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use understudy_types::limits::{KV_TXN_OPERATIONS_MAX, SNAPSHOT_BYTES_MAX};
 
 use crate::command::{validate_key, validate_value};
-use crate::store::{EventKind, KeyValue};
+use crate::store::{event_bytes, EventKind, KeyValue};
 use crate::{KvError, Store};
 
 /// First eight bytes of every snapshot.
@@ -106,6 +106,7 @@ impl Store {
                 }
             }
         }
+        self.history_bytes = self.history.values().flatten().map(event_bytes).sum();
         self.sessions.rebuild_after_restore(self.last_applied_index)
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use understudy_types::limits::KV_RANGE_LIMIT_MAX;
+use understudy_types::limits::{KV_HISTORY_BYTES_RETAINED_MAX, KV_RANGE_LIMIT_MAX};
 
 use crate::command::{
     validate_key, Command, Compare, CompareOperator, CompareTarget, Operation, Txn, TxnOperation,
@@ -132,6 +132,16 @@ pub struct Store {
     pub(crate) history: BTreeMap<u64, Vec<Event>>,
     /// Client sessions for exactly-once application.
     pub(crate) sessions: Sessions,
+    /// The sum of [`event_bytes`] over `history`; derived, so not serialized
+    /// (rebuilt on restore).
+    #[serde(skip)]
+    pub(crate) history_bytes: u64,
+}
+
+/// What one history event counts against `KV_HISTORY_BYTES_RETAINED_MAX`: its
+/// key and value plus a fixed allowance for the revisions and bookkeeping.
+pub(crate) fn event_bytes(event: &Event) -> u64 {
+    (event.key_value.key.len() + event.key_value.value.len()) as u64 + 64
 }
 
 impl Store {
@@ -234,12 +244,27 @@ impl Store {
         self.revision += 1;
         // Stable sort: several writes to one key inside a txn keep their order.
         events.sort_by(|left, right| left.key_value.key.cmp(&right.key_value.key));
+        self.history_bytes += events.iter().map(event_bytes).sum::<u64>();
         let previous = self.history.insert(self.revision, events);
         assert!(
             previous.is_none(),
             "revision {} recorded twice",
             self.revision
         );
+        self.retain_history();
+    }
+
+    /// Compacts the oldest revisions while the history holds more than
+    /// `KV_HISTORY_BYTES_RETAINED_MAX` bytes (always keeping the newest
+    /// revision). Deterministic: sizes depend only on the applied commands.
+    fn retain_history(&mut self) {
+        while self.history_bytes > KV_HISTORY_BYTES_RETAINED_MAX && self.history.len() > 1 {
+            // `pop_first` cannot fail: the history holds more than one revision.
+            let (_, events) = self.history.pop_first().expect("history exists");
+            self.history_bytes -= events.iter().map(event_bytes).sum::<u64>();
+            // The history now starts at its first remaining revision (which exists).
+            self.compact_revision = *self.history.keys().next().expect("history remains");
+        }
     }
 
     fn put_at(&mut self, key: &Bytes, value: &Bytes, revision: u64) -> Event {
@@ -359,6 +384,7 @@ impl Store {
         self.compact_revision = revision;
         // Keep history at and after `revision`; `split_off` returns exactly that.
         self.history = self.history.split_off(&revision);
+        self.history_bytes = self.history.values().flatten().map(event_bytes).sum();
         Ok(Response::Compact {
             compact_revision: revision,
         })

@@ -63,6 +63,10 @@ pub const KV_TXN_OPERATIONS_MAX: usize = 128;
 pub const KV_RANGE_LIMIT_MAX: usize = 10_000;
 /// Longest client id of a key-value client session.
 pub const KV_SESSION_CLIENT_ID_BYTES_MAX: usize = 64;
+/// Bytes of key-value history (earlier versions of keys, for watches) kept at
+/// most; beyond it the oldest revisions are compacted automatically, which
+/// bounds the state machine's memory and its snapshots.
+pub const KV_HISTORY_BYTES_RETAINED_MAX: u64 = 32 * 1024 * 1024;
 /// Client sessions kept by the key-value state machine, at most.
 pub const KV_SESSIONS_MAX: usize = 10_000;
 /// Results of one client's most recent requests kept for retries, at most.

@@ -431,3 +431,39 @@ fn apply_encoded_decodes_applies_and_rejects_garbage_deterministically() {
     assert_eq!(store.last_applied_index(), 2);
     assert_eq!(store.revision(), 1);
 }
+
+#[test]
+fn history_beyond_the_retained_bytes_is_compacted_oldest_first() {
+    use understudy_types::limits::KV_HISTORY_BYTES_RETAINED_MAX;
+    let mut applier = Applier::new();
+    let value = "v".repeat(512 * 1024);
+    // Each put adds a little over 512 KiB of history; write 20% more than fits.
+    let puts = KV_HISTORY_BYTES_RETAINED_MAX * 12 / 10 / (512 * 1024);
+    for number in 0..puts {
+        applier
+            .apply(&put(&format!("k{}", number % 3), &value))
+            .unwrap();
+    }
+    let store = &applier.store;
+    assert_eq!(store.revision(), puts);
+    let compact = store.compact_revision();
+    assert!(compact > 1, "the oldest revisions were compacted");
+    assert!(store.history_bytes <= KV_HISTORY_BYTES_RETAINED_MAX);
+    // Only whole revisions go, oldest first, and only as many as needed: one
+    // more revision would not have fitted.
+    let kept = puts - compact + 1;
+    let event = (2 + 512 * 1024 + 64) as u64;
+    assert_eq!(store.history_bytes, kept * event);
+    assert!((kept + 1) * event > KV_HISTORY_BYTES_RETAINED_MAX);
+    let all = KeySelector::Prefix(bytes("k"));
+    assert!(matches!(
+        store.changes_since(compact - 1, &all, 10),
+        Err(KvError::Compacted { compact_revision }) if compact_revision == compact
+    ));
+    let changes = store.changes_since(compact, &all, 10).unwrap();
+    assert_eq!(changes[0].key_value.mod_revision, compact);
+    // The limit holds after a restore too (the byte count is rebuilt).
+    let restored = crate::Store::restore(&store.snapshot()).unwrap();
+    assert_eq!(restored.history_bytes, store.history_bytes);
+    assert_eq!(&restored, store);
+}

@@ -22,13 +22,22 @@ pub(crate) async fn require_token(
     let presented = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        .and_then(|value| bearer_credentials(value.as_bytes()));
     match presented {
         Some(presented) if constant_time_equal(presented, expected.as_bytes()) => {
             next.run(request).await
         }
         _ => ApiError::Unauthorized.into_response(),
     }
+}
+
+/// The credentials of a `Bearer` authorization header; the scheme name is
+/// case-insensitive (RFC 7235 §2.1).
+fn bearer_credentials(header: &[u8]) -> Option<&[u8]> {
+    let scheme = header.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| &header[7..])
 }
 
 /// Compares two byte strings in time that depends only on their lengths, so a
@@ -48,7 +57,16 @@ fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_equal;
+    use super::{bearer_credentials, constant_time_equal};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_credentials(b"Bearer t0k"), Some(&b"t0k"[..]));
+        assert_eq!(bearer_credentials(b"bearer t0k"), Some(&b"t0k"[..]));
+        assert_eq!(bearer_credentials(b"BEARER t0k"), Some(&b"t0k"[..]));
+        assert_eq!(bearer_credentials(b"Basic t0k"), None);
+        assert_eq!(bearer_credentials(b"Bearer"), None);
+    }
 
     #[test]
     fn constant_time_equal_compares_content_and_length() {

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::encoding::parse_unsigned;
+use crate::encoding::{parse_query, parse_unsigned};
 use crate::error::ApiError;
 use crate::kv::read_json_body;
 use crate::service::{AddMember, ClusterStatus};
@@ -19,7 +19,11 @@ use crate::ApiState;
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// `GET /v1/cluster`: the [`ClusterStatus`] as JSON.
-pub(crate) async fn status(State(state): State<ApiState>) -> Result<Json<ClusterStatus>, ApiError> {
+pub(crate) async fn status(
+    State(state): State<ApiState>,
+    uri: Uri,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    parse_query(uri.query(), &[])?;
     Ok(Json(state.service.cluster().await?))
 }
 
@@ -36,9 +40,11 @@ struct AddMemberRequest {
 /// `POST /v1/cluster/members {"id","peer_address","client_address"}`.
 pub(crate) async fn add_member(
     State(state): State<ApiState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ClusterStatus>, ApiError> {
+    parse_query(uri.query(), &[])?;
     let request: AddMemberRequest = read_json_body(&headers, body).await?;
     if request.id == 0 {
         return Err(ApiError::BadRequest {
@@ -61,6 +67,7 @@ pub(crate) async fn remove_member(
 ) -> Result<Json<ClusterStatus>, ApiError> {
     // From the raw path (as for keys): axum's path extractor would answer a
     // non-UTF-8 segment with a plain-text rejection instead of our JSON error.
+    parse_query(uri.query(), &[])?;
     let raw = uri.path().rsplit('/').next().unwrap_or("");
     let id = parse_unsigned("member id", raw.as_bytes())?;
     Ok(Json(state.service.remove_member(id).await?))

@@ -64,7 +64,9 @@ pub enum ApiError {
         /// What went wrong.
         detail: String,
     },
-    /// The wrong HTTP method for an existing path: 405 `method_not_allowed`.
+    /// The wrong HTTP method for an existing path: 400 `method_not_allowed`
+    /// (not 405: the KV endpoints' status codes are a closed list, and a wrong
+    /// method is bad input like any other).
     #[error("method not allowed")]
     MethodNotAllowed,
 }
@@ -81,14 +83,15 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } | ApiError::Compacted { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. }
+            | ApiError::Compacted { .. }
+            | ApiError::MethodNotAllowed => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::SessionExpired => StatusCode::CONFLICT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 

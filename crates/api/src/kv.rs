@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use understudy_kv::{Command, Operation, RequestId, Response};
 use understudy_types::limits::{
-    API_JSON_BODY_BYTES_MAX, KV_COMMAND_BYTES_MAX, KV_RANGE_LIMIT_MAX,
+    API_JSON_BODY_BYTES_MAX, KV_COMMAND_BYTES_MAX, KV_KEY_BYTES_MAX, KV_RANGE_LIMIT_MAX,
     KV_SESSION_CLIENT_ID_BYTES_MAX, KV_VALUE_BYTES_MAX,
 };
 
@@ -57,6 +57,7 @@ pub(crate) async fn put_key(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let key = path_key(&uri)?;
+    parse_query(uri.query(), &[])?;
     let request_id = parse_request_id(&headers)?;
     let value =
         read_body_limited(body, declared_length(&headers)?, KV_VALUE_BYTES_MAX as u64).await?;
@@ -77,6 +78,7 @@ pub(crate) async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let key = path_key(&uri)?;
+    parse_query(uri.query(), &[])?;
     let command = Command {
         request_id: parse_request_id(&headers)?,
         operation: Operation::Delete { key },
@@ -104,6 +106,7 @@ pub(crate) async fn range(
 ) -> Result<Json<Value>, ApiError> {
     let parameters = parse_query(uri.query(), &["prefix", "limit", "consistency"])?;
     let prefix = Bytes::copy_from_slice(query_value(&parameters, "prefix").unwrap_or(b""));
+    check_key_length(&prefix)?;
     let limit = match query_value(&parameters, "limit") {
         None => RANGE_LIMIT_DEFAULT,
         Some(raw) => {
@@ -141,9 +144,11 @@ struct CompactRequest {
 /// `POST /v1/compact {"revision":N}` → `200 {"compact_revision":N}`.
 pub(crate) async fn compact(
     State(state): State<ApiState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    parse_query(uri.query(), &[])?;
     let request_id = parse_request_id(&headers)?;
     let request: CompactRequest = read_json_body(&headers, body).await?;
     let command = Command {
@@ -226,9 +231,26 @@ pub(crate) fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ApiErr
 /// The percent-decoded bytes of the key: everything after `/v1/kv/`. Taken from
 /// the raw path rather than axum's path parameters, which insist on UTF-8, so
 /// that any byte string can be addressed.
+/// The key named by the path, within the key length limit (so a read of an
+/// impossible key is a 413 like the write of one, not a 404).
 fn path_key(uri: &Uri) -> Result<Bytes, ApiError> {
     let raw = uri.path().strip_prefix(KEY_PATH_PREFIX).unwrap_or("");
-    Ok(Bytes::from(percent_decode(raw, false)?))
+    let key = Bytes::from(percent_decode(raw, false)?);
+    check_key_length(&key)?;
+    Ok(key)
+}
+
+/// A key (or key prefix) longer than any stored key can be is a 413.
+pub(crate) fn check_key_length(key: &[u8]) -> Result<(), ApiError> {
+    if key.len() > KV_KEY_BYTES_MAX {
+        return Err(ApiError::TooLarge {
+            detail: format!(
+                "key of {} bytes is over the {KV_KEY_BYTES_MAX}-byte limit",
+                key.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn parse_consistency(raw: Option<&[u8]>) -> Result<Consistency, ApiError> {

@@ -43,9 +43,10 @@
 //!   non-object, unknown or ill-typed fields), `invalid_key` (empty key),
 //!   `invalid_limit`, `invalid_idempotency_key`, `invalid_revision` (compaction
 //!   above the current revision), `compacted` (with `compact_revision`: the
-//!   watched history is gone), `invalid_cluster_request`.
-//! - 401 `unauthorized`; 404 `not_found` (no such key, no such path); 405
-//!   `method_not_allowed`.
+//!   watched history is gone), `invalid_cluster_request`, `method_not_allowed`
+//!   (an API path with the wrong HTTP method: a 400, not a 405, because the KV
+//!   endpoints' status codes are a closed list).
+//! - 401 `unauthorized`; 404 `not_found` (no such key, no such path).
 //! - 409 `session_expired`: the idempotent request was not applied now, and
 //!   whether it was before cannot be known.
 //! - 413 `too_large`: a body, key, value, transaction list or whole command over
@@ -54,6 +55,12 @@
 //!   watches, and a replica-side decoding rejection (which changed nothing).
 //! - 504 `timeout` with `"outcome":"unknown"`: retry only with the same
 //!   Idempotency-Key.
+//!
+//! Below the API, the HTTP server itself refuses what is not a well-formed HTTP
+//! request before any handler runs, with hyper's own status and an empty body: a
+//! garbage request line or header (400), a URI over its limit (414), too many or
+//! too large headers (431). No request the API could accept gets these (a key is
+//! at most 4 KiB, about 12 KiB percent-encoded).
 
 mod auth;
 mod cluster;

@@ -15,7 +15,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ use understudy_kv::{
 };
 use understudy_types::limits::KV_TXN_OPERATIONS_MAX;
 
-use crate::encoding::{item_json, json_bytes};
+use crate::encoding::{item_json, json_bytes, parse_query};
 use crate::error::ApiError;
 use crate::kv::{parse_request_id, read_json_body, submit, unexpected_response};
 use crate::ApiState;
@@ -65,9 +65,11 @@ struct OperationRequest {
 /// `POST /v1/txn`.
 pub(crate) async fn txn(
     State(state): State<ApiState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    parse_query(uri.query(), &[])?;
     let request_id = parse_request_id(&headers)?;
     let request: TxnRequest = read_json_body(&headers, body).await?;
     let command = Command {

@@ -65,6 +65,9 @@ pub(crate) async fn watch(State(state): State<ApiState>, uri: Uri) -> Result<Res
         (None, Some(prefix)) => KeySelector::Prefix(Bytes::copy_from_slice(prefix)),
         _ => return Err(ApiError::bad_request("give exactly one of key or prefix")),
     };
+    match &selector {
+        KeySelector::Exact(key) | KeySelector::Prefix(key) => crate::kv::check_key_length(key)?,
+    }
     let permit = state
         .watch_permits
         .clone()

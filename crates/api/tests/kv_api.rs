@@ -397,9 +397,19 @@ async fn unknown_routes_and_methods_answer_json() {
     let (status, body) = call(&app, Method::GET, "/v2/kv/k", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "not_found");
-    let (status, body) = call(&app, Method::POST, "/v1/kv/k", "").await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(body["error"], "method_not_allowed");
+    // Not 405: the KV endpoints' status codes are a closed list.
+    for (method, path) in [
+        (Method::POST, "/v1/kv/k"),
+        (Method::PATCH, "/v1/kv/k"),
+        (Method::POST, "/v1/kv"),
+        (Method::GET, "/v1/txn"),
+        (Method::GET, "/v1/compact"),
+        (Method::POST, "/v1/watch"),
+    ] {
+        let (status, body) = call(&app, method.clone(), path, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(body["error"], "method_not_allowed");
+    }
 }
 
 #[tokio::test]
@@ -417,4 +427,38 @@ async fn txn_whose_command_exceeds_the_entry_limit_is_413() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"], "too_large");
     assert_eq!(service.writes(), 0);
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_on_writes_are_refused_and_change_nothing() {
+    let (service, app) = setup();
+    for (method, path, body) in [
+        (Method::PUT, "/v1/kv/k?foo=1", "v"),
+        (Method::DELETE, "/v1/kv/k?foo=1", ""),
+        (
+            Method::POST,
+            "/v1/txn?foo=1",
+            r#"{"compare":[],"success":[],"failure":[]}"#,
+        ),
+        (Method::POST, "/v1/compact?foo=1", r#"{"revision":0}"#),
+    ] {
+        let (status, answer) = call(&app, method.clone(), path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {answer}");
+    }
+    assert_eq!(service.writes(), 0, "nothing reached the log");
+}
+
+#[tokio::test]
+async fn over_long_keys_are_413_on_reads_too() {
+    let (_, app) = setup();
+    let long = "k".repeat(KV_KEY_BYTES_MAX + 1);
+    for path in [
+        format!("/v1/kv/{long}"),
+        format!("/v1/kv?prefix={long}"),
+        format!("/v1/watch?key={long}"),
+    ] {
+        let (status, body) = call(&app, Method::GET, &path, "").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["error"], "too_large");
+    }
 }

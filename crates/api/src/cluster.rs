@@ -52,12 +52,46 @@ pub(crate) async fn add_member(
             detail: "member id 0 is reserved".into(),
         });
     }
+    check_host_port(&request.peer_address).map_err(|detail| ApiError::BadRequest {
+        code: "invalid_cluster_request",
+        detail: format!("peer_address {:?}: {detail}", request.peer_address),
+    })?;
+    let client_host_port = request
+        .client_address
+        .strip_prefix("http://")
+        .ok_or("must start with http://")
+        .and_then(check_host_port);
+    client_host_port.map_err(|detail| ApiError::BadRequest {
+        code: "invalid_cluster_request",
+        detail: format!(
+            "client_address {:?}: {detail} (the form is http://HOST:PORT)",
+            request.client_address
+        ),
+    })?;
     let member = AddMember {
         id: request.id,
         peer_address: request.peer_address,
         client_address: request.client_address,
     };
     Ok(Json(state.service.add_member(member).await?))
+}
+
+/// Accepts `HOST:PORT` with a non-empty host of visible ASCII (an IPv6 host in
+/// brackets) and a port in 1..=65535: anything else could never be dialled.
+fn check_host_port(address: &str) -> Result<(), &'static str> {
+    let (host, port) = address.rsplit_once(':').ok_or("has no :PORT")?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && !b"/?#@".contains(&byte));
+    if !host_ok {
+        return Err("the host is empty or has characters a host cannot have");
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err("the port is not a number in 1..=65535"),
+    }
 }
 
 /// `DELETE /v1/cluster/members/{id}`.

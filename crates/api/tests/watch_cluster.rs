@@ -206,6 +206,11 @@ async fn cluster_status_and_membership() {
         r#"{"id": 5}"#,
         r#"{"id": 0, "peer_address": "a", "client_address": "b"}"#,
         r#"{"id": 5, "peer_address": "a", "client_address": "b", "x": 1}"#,
+        r#"{"id": 5, "peer_address": "not an address", "client_address": "http://h:1"}"#,
+        r#"{"id": 5, "peer_address": "h:0", "client_address": "http://h:1"}"#,
+        r#"{"id": 5, "peer_address": "h:1", "client_address": "h:1"}"#,
+        r#"{"id": 5, "peer_address": "h:1", "client_address": "http://h:x"}"#,
+        r#"{"id": 5, "peer_address": "h:1", "client_address": "http://:1"}"#,
     ] {
         assert_eq!(
             call(&app, Method::POST, "/v1/cluster/members", bad).await.0,

@@ -177,7 +177,19 @@ fn spawn_node(args: &DevArgs, data_dir: &Path, id: u16) -> Result<(Child, DevNod
         "--election-timeout".into(),
         args.election_timeout.to_string(),
     ];
-    let child = Command::new(&executable)
+    let mut command = Command::new(&executable);
+    // The nodes get every setting as a flag; an `UNDERSTUDY_*` node variable
+    // or config file in dev's environment (a token file, say) would otherwise
+    // fill in what dev left unset. The log filter is meant to pass through.
+    for (name, _) in std::env::vars_os() {
+        let inherited = name
+            .to_str()
+            .is_some_and(|name| name.starts_with("UNDERSTUDY_") && name != "UNDERSTUDY_LOG");
+        if inherited {
+            command.env_remove(&name);
+        }
+    }
+    let child = command
         .args(&node_arguments)
         .env(PARENT_PID_VARIABLE, std::process::id().to_string())
         .stdin(Stdio::null())

@@ -1,10 +1,11 @@
 //! `understudy kv put|get|del|ls|txn|watch`.
 
-use crate::common::{print_json, CliError, ClientArgs, Output};
+use crate::common::{client_error_code, print_json, CliError, ClientArgs, Output};
 use clap::Subcommand;
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
-use understudy_client::{Consistency, KeyValue, TxnRequest, WatchTarget};
+use understudy_client::{Consistency, KeyValue, TxnRequest, WatchEvent, WatchTarget};
+use understudy_types::limits::KV_RANGE_LIMIT_MAX;
 
 /// Largest value or transaction read from stdin or a file.
 const INPUT_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -20,6 +21,11 @@ pub enum KvCommand {
         value: String,
     },
     /// Read a key (linearizable unless --serializable). Exit code 3 if missing.
+    ///
+    /// Prints the value and a newline. A value that is not UTF-8 is written as
+    /// its raw bytes (no newline added) when stdout is not a terminal, so
+    /// `understudy kv get k > file` reproduces it; on a terminal a note with
+    /// its size is printed instead (use --output json for base64).
     Get {
         /// The key.
         key: String,
@@ -37,9 +43,10 @@ pub enum KvCommand {
         /// The prefix.
         #[arg(default_value = "")]
         prefix: String,
-        /// Return at most this many keys.
-        #[arg(long)]
-        limit: Option<usize>,
+        /// Return at most this many keys (1 to 10000). A key that is not
+        /// UTF-8 is shown as `base64:<its bytes in base64>`.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=KV_RANGE_LIMIT_MAX as u64))]
+        limit: Option<u64>,
         /// Accept a possibly stale listing.
         #[arg(long)]
         serializable: bool,
@@ -47,6 +54,7 @@ pub enum KvCommand {
     /// Run a transaction given as JSON (the `POST /v1/txn` body), e.g.
     /// '{"compare":[{"key":"k","target":"version","op":"==","value":0}],
     ///   "success":[{"op":"put","key":"k","value":"v"}],"failure":[]}'.
+    /// Keys and values may be given as `key_base64` / `value_base64` instead.
     Txn {
         /// The transaction JSON; `-` reads it from stdin.
         json: Option<String>,
@@ -87,7 +95,10 @@ pub async fn run(args: ClientArgs, command: KvCommand) -> Result<(), CliError> {
         KvCommand::Get { key, serializable } => {
             let consistency = consistency(serializable);
             let item = client.get(&key, consistency).await?;
-            emit(output, &item, || format_value(&item))
+            match output {
+                Output::Json => print_json(&item),
+                Output::Table => print_value(&item),
+            }
         }
         KvCommand::Del { key } => {
             let answer = client.delete(&key).await?;
@@ -100,6 +111,8 @@ pub async fn run(args: ClientArgs, command: KvCommand) -> Result<(), CliError> {
             limit,
             serializable,
         } => {
+            // At most KV_RANGE_LIMIT_MAX (checked by clap), so it fits.
+            let limit = limit.map(|limit| limit as usize);
             let answer = client
                 .range(&prefix, limit, consistency(serializable))
                 .await?;
@@ -136,6 +149,9 @@ async fn txn(
     };
     let request: TxnRequest = serde_json::from_slice(&text)
         .map_err(|error| CliError::Usage(format!("transaction JSON: {error}")))?;
+    request
+        .validate()
+        .map_err(|error| CliError::Usage(format!("transaction JSON: {error}")))?;
     let answer = client.txn(&request).await?;
     emit(output, &answer, || {
         let mut text = format!(
@@ -161,6 +177,14 @@ async fn watch(
     from_revision: u64,
 ) -> Result<(), CliError> {
     let mut watch = client.watch(target, from_revision)?;
+    watch.on_warning(move |warning| match output {
+        Output::Json => eprintln!(
+            "{{\"warning\":\"{}\",\"detail\":{}}}",
+            client_error_code(warning),
+            serde_json::Value::from(warning.to_string())
+        ),
+        Output::Table => eprintln!("understudy: warning: {warning}"),
+    });
     loop {
         let event = tokio::select! {
             event = watch.next() => event?,
@@ -169,20 +193,32 @@ async fn watch(
         match output {
             Output::Json => println!(
                 "{}",
-                serde_json::to_string(&event)
-                    .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+                serde_json::to_string(&event).map_err(|error| CliError::Failed(format!(
+                    "cannot encode an event: {error}"
+                )))?
             ),
-            Output::Table => {
-                let value = event.value.to_bytes().unwrap_or_default();
-                println!(
-                    "{:>8} {:<6} {} {}",
-                    event.revision,
-                    event.kind.to_uppercase(),
-                    event.key,
-                    String::from_utf8_lossy(&value).escape_debug()
-                );
-            }
+            Output::Table => println!("{}", format_event(&event)),
         }
+    }
+}
+
+fn format_event(event: &WatchEvent) -> String {
+    let key = display_key(&event.key, event.key_base64.as_deref());
+    let value = event.value.to_bytes().unwrap_or_default();
+    format!(
+        "{:>8} {:<6} {} {}",
+        event.revision,
+        event.kind.to_uppercase(),
+        key,
+        String::from_utf8_lossy(&value).escape_debug()
+    )
+}
+
+/// A key for a table: as is when UTF-8, else `base64:<base64>`.
+fn display_key(key: &str, key_base64: Option<&str>) -> String {
+    match key_base64 {
+        Some(encoded) => format!("base64:{encoded}"),
+        None => key.to_string(),
     }
 }
 
@@ -219,10 +255,36 @@ fn format_value(item: &KeyValue) -> String {
     }
 }
 
+/// Prints a value for `kv get` (see its help): text and a newline, raw bytes
+/// to a pipe or file, or a note on a terminal.
+fn print_value(item: &KeyValue) -> Result<(), CliError> {
+    let bytes = item
+        .value
+        .to_bytes()
+        .map_err(|error| CliError::Failed(format!("undecodable value: {error}")))?;
+    let mut stdout = std::io::stdout().lock();
+    let written = match std::str::from_utf8(&bytes) {
+        Ok(text) => writeln!(stdout, "{text}"),
+        Err(_) if stdout.is_terminal() => writeln!(
+            stdout,
+            "(binary, {} bytes; redirect stdout for the raw bytes, or use --output json)",
+            bytes.len()
+        ),
+        Err(_) => stdout.write_all(&bytes),
+    };
+    written
+        .and_then(|()| stdout.flush())
+        .map_err(|error| CliError::Failed(format!("cannot write the value: {error}")))
+}
+
 fn format_listing(items: &[KeyValue], more: bool) -> String {
-    let key_width = items
+    let keys: Vec<String> = items
         .iter()
-        .map(|item| item.key.len())
+        .map(|item| display_key(&item.key, item.key_base64.as_deref()))
+        .collect();
+    let key_width = keys
+        .iter()
+        .map(|key| key.chars().count())
         .max()
         .unwrap_or(3)
         .max(3);
@@ -230,10 +292,10 @@ fn format_listing(items: &[KeyValue], more: bool) -> String {
         "{:<key_width$}  {:>8}  {:>7}  VALUE",
         "KEY", "MOD_REV", "VERSION"
     );
-    for item in items {
+    for (item, key) in items.iter().zip(&keys) {
         text.push_str(&format!(
             "\n{:<key_width$}  {:>8}  {:>7}  {}",
-            item.key,
+            key,
             item.mod_revision,
             item.version,
             format_value(item).escape_debug()
@@ -263,4 +325,31 @@ fn read_input(file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
         )));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_shows_binary_keys_as_marked_base64() {
+        let items: Vec<KeyValue> = serde_json::from_value(serde_json::json!([
+            {"key":"plain","value":"v","create_revision":1,"mod_revision":1,"version":1},
+            {"key_base64":"/wA=","value_base64":"/w==","create_revision":2,"mod_revision":3,"version":2}
+        ]))
+        .unwrap();
+        let table = format_listing(&items, true);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].starts_with("plain "), "{table}");
+        assert!(lines[2].starts_with("base64:/wA= "), "{table}");
+        assert!(lines[2].contains("(binary, 1 bytes"), "{table}");
+        assert!(lines[3].contains("raise --limit"), "{table}");
+    }
+
+    #[test]
+    fn watch_lines_mark_binary_keys() {
+        let event: WatchEvent =
+            serde_json::from_str(r#"{"type":"delete","key_base64":"/wA=","revision":7}"#).unwrap();
+        assert_eq!(format_event(&event), "       7 DELETE base64:/wA= ");
+    }
 }

@@ -9,17 +9,33 @@ mod common;
 mod dev;
 mod kv;
 mod node;
+mod node_config;
 
-use clap::{Parser, Subcommand};
-use common::ClientArgs;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use common::{CliError, ClientArgs, Output};
+use std::ffi::OsString;
+
+/// The exit codes, shown under `--help` (see [`CliError::exit_code`]).
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed (cluster unavailable, timeout, refused by the server, ...)
+  2  usage error (bad command line, unreadable or invalid file)
+  3  not found (`kv get` of a missing key, an unknown member)
+
+With --output json, errors are one JSON line on stderr: {\"error\":\"<code>\",\"detail\":\"...\"}.";
 
 /// understudy: a fault-tolerant cluster runtime (a Raft-replicated key-value store).
 ///
 /// Start a local three-node cluster with `understudy dev --nodes 3`, then use
 /// `understudy kv put greeting hello` and `understudy status`.
 #[derive(Parser, Debug)]
-#[command(name = "understudy", version, about, long_about)]
+#[command(name = "understudy", version, about, long_about, after_help = EXIT_CODES_HELP)]
 struct Cli {
+    /// Options of the commands that talk to a cluster; accepted before or
+    /// after the subcommand.
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,36 +48,80 @@ enum Command {
     Dev(dev::DevArgs),
     /// Read and write keys: put, get, del, ls, txn, watch.
     Kv {
-        #[command(flatten)]
-        client: ClientArgs,
         #[command(subcommand)]
         command: kv::KvCommand,
     },
     /// Show the cluster's members: role, term, indexes, lag and client URL.
-    Status {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Status,
     /// Change the cluster's membership.
     Members {
-        #[command(flatten)]
-        client: ClientArgs,
         #[command(subcommand)]
         command: cluster::MembersCommand,
     },
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    let (cli, matches) = match parse(&arguments) {
+        Ok(parsed) => parsed,
+        Err(error) => fail(error, json_requested(&arguments)),
+    };
+    let output = cli.client.output;
     let result = match cli.command {
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(args, matches.subcommand_matches("node")),
         Command::Dev(args) => dev::run(args),
-        Command::Kv { client, command } => common::block_on(kv::run(client, command)),
-        Command::Status { client } => common::block_on(cluster::status(client)),
-        Command::Members { client, command } => common::block_on(cluster::members(client, command)),
+        Command::Kv { command } => common::block_on(kv::run(cli.client, command)),
+        Command::Status => common::block_on(cluster::status(cli.client)),
+        Command::Members { command } => common::block_on(cluster::members(cli.client, command)),
     };
     if let Err(error) = result {
-        eprintln!("understudy: {error}");
-        std::process::exit(error.exit_code());
+        fail(error, output == Output::Json);
     }
+}
+
+/// Parses the command line; help and version requests print and exit here.
+fn parse(arguments: &[OsString]) -> Result<(Cli, clap::ArgMatches), CliError> {
+    let clap_error = |error: clap::Error| {
+        use clap::error::ErrorKind;
+        if matches!(
+            error.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            error.exit();
+        }
+        CliError::Clap(error)
+    };
+    let matches = Cli::command()
+        .try_get_matches_from(arguments)
+        .map_err(clap_error)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_error)?;
+    Ok((cli, matches))
+}
+
+/// Whether the raw command line asks for JSON output (used when it does not
+/// parse, to still print the error as JSON).
+fn json_requested(arguments: &[OsString]) -> bool {
+    arguments.iter().enumerate().any(|(index, argument)| {
+        argument == "--output=json"
+            || (argument == "--output"
+                && arguments.get(index + 1).is_some_and(|next| next == "json"))
+    })
+}
+
+/// Prints `error` on stderr (one JSON line with `json`) and exits with its code.
+fn fail(error: CliError, json: bool) -> ! {
+    if json {
+        eprintln!("{}", error.to_json());
+    } else {
+        match &error {
+            // clap formats its own errors (with usage and a hint).
+            CliError::Clap(clap_error) => {
+                let _ = clap_error.print();
+            }
+            other => eprintln!("understudy: {other}"),
+        }
+    }
+    std::process::exit(error.exit_code());
 }

@@ -17,52 +17,89 @@ pub const PARENT_PID_VARIABLE: &str = "UNDERSTUDY_DEV_PARENT_PID";
 /// Members of an initial cluster, at most (the Raft group limit).
 const INITIAL_CLUSTER_MEMBERS_MAX: usize = 64;
 
+/// Help text after the options of `understudy node`.
+const NODE_AFTER_HELP: &str = "\
+Every option can also be set with an environment variable (shown as [env: ...])
+or in the TOML file given by --config, whose keys are the option names:
+    id = 1
+    data-dir = \"/var/lib/understudy\"
+    listen-peer = \"10.0.0.1:2380\"
+    initial-cluster = \"1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380\"
+A flag beats its environment variable, which beats the file.
+
+Logging: UNDERSTUDY_LOG sets the log filter (tracing's EnvFilter syntax, e.g.
+`info`, `debug`, `understudy_node=debug,warn`); the default is `info`.
+Logs go to stderr.";
+
 /// Arguments of `understudy node`.
 #[derive(Args, Debug, Clone)]
+#[command(after_help = NODE_AFTER_HELP)]
 pub struct NodeArgs {
-    /// This node's id: a positive integer, never reused for another node.
+    /// Read settings from this TOML file (keys are the option names); flags
+    /// and environment variables take precedence over it.
+    #[arg(long, env = "UNDERSTUDY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the settings, print them as a configuration file and exit
+    /// without starting the node.
     #[arg(long)]
-    pub id: u64,
-    /// Directory of this node's durable state (created if missing).
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    pub print_config: bool,
+    /// This node's id: a positive integer, never reused for another node (required).
+    #[arg(long, env = "UNDERSTUDY_ID")]
+    pub id: Option<u64>,
+    /// Directory of this node's durable state, created if missing (required).
+    #[arg(long, env = "UNDERSTUDY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Address of the client HTTP API: HOST:PORT, or just PORT for 127.0.0.1.
-    #[arg(long, default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "UNDERSTUDY_LISTEN_CLIENT",
+        default_value = "127.0.0.1:2379"
+    )]
     pub listen_client: String,
-    /// Address peers connect to: HOST:PORT.
-    #[arg(long)]
-    pub listen_peer: String,
+    /// Address peers connect to: HOST:PORT (required).
+    #[arg(long, env = "UNDERSTUDY_LISTEN_PEER")]
+    pub listen_peer: Option<String>,
     /// Initial members and their peer addresses: `1=HOST:PORT,2=HOST:PORT,...`.
     /// Used only to bootstrap an empty data dir; omit it for a node added with
     /// `understudy members add`, which starts empty and catches up.
-    #[arg(long)]
+    #[arg(long, env = "UNDERSTUDY_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
     /// Leader heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "UNDERSTUDY_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
     /// Shortest election timeout in milliseconds (must exceed the heartbeat).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "UNDERSTUDY_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
     /// File with a token; clients must then send `Authorization: Bearer <token>`.
-    #[arg(long)]
+    #[arg(long, env = "UNDERSTUDY_CLIENT_TOKEN_FILE")]
     pub client_token_file: Option<PathBuf>,
     /// URL clients are told to use for this node (default `http://<listen-client>`).
-    #[arg(long)]
+    #[arg(long, env = "UNDERSTUDY_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
     /// Take a snapshot (compacting the log) after this many applied entries.
     /// An advanced knob, hidden from `--help`: tests use a small value to make
     /// a lagging follower catch up by snapshot.
-    #[arg(long, hide = true, default_value_t = understudy_node::NodeOptions::default().snapshot_threshold_entries)]
+    #[arg(long, hide = true, env = "UNDERSTUDY_SNAPSHOT_THRESHOLD_ENTRIES",
+        default_value_t = understudy_node::NodeOptions::default().snapshot_threshold_entries)]
     pub snapshot_threshold_entries: u64,
 }
 
-/// Runs `understudy node`.
-pub fn run(args: NodeArgs) -> Result<(), CliError> {
+/// Runs `understudy node`; `matches` (the parsed `node` subcommand) tells
+/// which settings came from flags or the environment, for `--config`.
+pub fn run(args: NodeArgs, matches: Option<&clap::ArgMatches>) -> Result<(), CliError> {
+    let args = match (&args.config, matches) {
+        (Some(path), Some(matches)) => crate::node_config::apply_config_file(path, matches)?,
+        _ => args,
+    };
     let config = build_config(&args)?;
     if args.snapshot_threshold_entries == 0 {
         return Err(CliError::Usage(
             "--snapshot-threshold-entries must be positive".into(),
         ));
+    }
+    if args.print_config {
+        println!("{}", crate::node_config::render_settings(&args));
+        return Ok(());
     }
     let options = understudy_node::NodeOptions {
         snapshot_threshold_entries: args.snapshot_threshold_entries,
@@ -79,9 +116,21 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
     })
 }
 
+/// A setting that has no default: from its flag, variable or the file.
+fn required<'a, T>(value: &'a Option<T>, flag: &str, variable: &str) -> Result<&'a T, CliError> {
+    value.as_ref().ok_or_else(|| {
+        CliError::Usage(format!(
+            "--{flag} is required (or {variable}, or `{flag}` in the --config file)"
+        ))
+    })
+}
+
 /// Validates every argument; nothing is started before all are good.
 pub fn build_config(args: &NodeArgs) -> Result<NodeConfig, CliError> {
-    if args.id == 0 {
+    let id = *required(&args.id, "id", "UNDERSTUDY_ID")?;
+    let data_dir = required(&args.data_dir, "data-dir", "UNDERSTUDY_DATA_DIR")?;
+    let listen_peer = required(&args.listen_peer, "listen-peer", "UNDERSTUDY_LISTEN_PEER")?;
+    if id == 0 {
         return Err(CliError::Usage("--id must be a positive integer".into()));
     }
     if args.heartbeat_interval == 0 || args.election_timeout <= args.heartbeat_interval {
@@ -91,9 +140,9 @@ pub fn build_config(args: &NodeArgs) -> Result<NodeConfig, CliError> {
         )));
     }
     let listen_client = parse_listen_address("--listen-client", &args.listen_client, true)?;
-    let listen_peer = parse_listen_address("--listen-peer", &args.listen_peer, false)?;
+    let listen_peer = parse_listen_address("--listen-peer", listen_peer, false)?;
     let initial_cluster = match &args.initial_cluster {
-        Some(text) => parse_initial_cluster(text, args.id)?,
+        Some(text) => parse_initial_cluster(text, id)?,
         None => Vec::new(),
     };
     let client_token = match &args.client_token_file {
@@ -108,8 +157,8 @@ pub fn build_config(args: &NodeArgs) -> Result<NodeConfig, CliError> {
         }
     }
     Ok(NodeConfig {
-        id: args.id,
-        data_dir: args.data_dir.clone(),
+        id,
+        data_dir: data_dir.clone(),
         listen_client,
         listen_peer,
         advertise_client: args.advertise_client.clone(),

@@ -6,6 +6,12 @@
 //! events of that revision* it delivered; after a disconnect it reconnects (to
 //! any endpoint) from that same revision and skips the events it already
 //! delivered, so the caller sees every change exactly once and in order.
+//!
+//! The first connection must succeed within the client's deadline
+//! ([`crate::ClientOptions::deadline`]); otherwise [`Watch::next`] fails with
+//! [`ClientError::Unavailable`]. Once connected, a watch reconnects for as long
+//! as it lives. Every round of endpoints that all failed is reported to the
+//! handler given to [`Watch::on_warning`], if any.
 
 use crate::client::{percent_encode, Client};
 use crate::error::{error_from_response, ClientError};
@@ -32,6 +38,9 @@ pub enum WatchTarget {
     Prefix(String),
 }
 
+/// Receives a warning after each round of endpoints that all failed.
+type WarningHandler = Box<dyn FnMut(&ClientError) + Send>;
+
 type BodyStream = futures::stream::BoxStream<'static, Result<bytes::Bytes, reqwest::Error>>;
 
 /// A running watch. Call [`Watch::next`] for each event, or turn it into a
@@ -53,6 +62,13 @@ pub struct Watch {
     buffer: Vec<u8>,
     ready: VecDeque<WatchEvent>,
     backoff: Duration,
+    /// When the first connection must have succeeded by; `None` once it has.
+    first_connection_deadline: Option<tokio::time::Instant>,
+    /// Failed connection attempts since the last success or warning.
+    failures_in_round: usize,
+    /// Why the last connection attempt failed.
+    last_failure: String,
+    warning_handler: Option<WarningHandler>,
 }
 
 impl Client {
@@ -77,13 +93,28 @@ impl Client {
             buffer: Vec::new(),
             ready: VecDeque::new(),
             backoff: self.inner.options.backoff_initial,
+            first_connection_deadline: Some(
+                tokio::time::Instant::now() + self.inner.options.deadline,
+            ),
+            failures_in_round: 0,
+            last_failure: String::new(),
+            warning_handler: None,
         })
     }
 }
 
 impl Watch {
+    /// Calls `handler` after each round in which every endpoint failed to
+    /// serve the watch (the watch goes on retrying; this is for telling a
+    /// person why nothing arrives).
+    pub fn on_warning(&mut self, handler: impl FnMut(&ClientError) + Send + 'static) {
+        self.warning_handler = Some(Box::new(handler));
+    }
+
     /// The next change. Reconnects as long as failures are transient; returns an
-    /// error for a refusal (bad request, compacted revision, unauthorized).
+    /// error for a refusal (bad request, compacted revision, unauthorized), or
+    /// [`ClientError::Unavailable`] if the first connection did not succeed
+    /// within the client's deadline.
     pub async fn next(&mut self) -> Result<WatchEvent, ClientError> {
         loop {
             if let Some(event) = self.ready.pop_front() {
@@ -139,14 +170,30 @@ impl Watch {
     }
 
     async fn connect(&mut self) -> Result<(), ClientError> {
+        if let Some(deadline) = self.first_connection_deadline {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.never_connected());
+            }
+        }
         let mut builder = self.http.get(self.url());
         if let Some(token) = &self.client.inner.token {
             builder = builder.bearer_auth(token);
         }
-        match builder.send().await {
+        // Before the first connection a paused node must not hold us past
+        // the deadline; afterwards the connect and read timeouts bound it.
+        let sent = match self.first_connection_deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, builder.send()).await {
+                Ok(result) => result.map_err(Some),
+                Err(_) => Err(None),
+            },
+            None => builder.send().await.map_err(Some),
+        };
+        match sent {
             Ok(response) if response.status().as_u16() == 200 => {
                 self.backoff = self.client.inner.options.backoff_initial;
                 self.received_at_revision = 0;
+                self.failures_in_round = 0;
+                self.first_connection_deadline = None;
                 self.body = Some(response.bytes_stream().boxed());
                 return Ok(());
             }
@@ -154,17 +201,56 @@ impl Watch {
                 let status = response.status().as_u16();
                 let body = response.bytes().await.unwrap_or_default();
                 match error_from_response(status, &body) {
-                    ClientError::Unavailable { .. } | ClientError::Timeout { .. } => {}
+                    transient @ (ClientError::Unavailable { .. } | ClientError::Timeout { .. }) => {
+                        self.last_failure = transient.to_string();
+                    }
                     refusal => return Err(refusal),
                 }
             }
-            Err(_) => {}
+            Err(Some(error)) => self.last_failure = describe(&error),
+            Err(None) => self.last_failure = "no answer before the deadline".into(),
         }
-        // Transient: try the next endpoint after a pause that grows per failure.
+        self.failed_attempt();
+        // Transient: try the next endpoint after a pause that grows per failure
+        // (cut short by the first connection's deadline).
         self.endpoint_index = self.endpoint_index.wrapping_add(1);
-        tokio::time::sleep(self.backoff).await;
+        let mut pause = self.backoff;
+        if let Some(deadline) = self.first_connection_deadline {
+            pause = pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        }
+        tokio::time::sleep(pause).await;
         self.backoff = (self.backoff * 2).min(self.client.inner.options.backoff_max);
         Ok(())
+    }
+
+    /// Counts a failed attempt; after a whole round of endpoints, warns.
+    fn failed_attempt(&mut self) {
+        self.failures_in_round += 1;
+        if self.failures_in_round < self.client.endpoints().len() {
+            return;
+        }
+        self.failures_in_round = 0;
+        let warning = ClientError::Unavailable {
+            detail: format!(
+                "no endpoint of {} served the watch; retrying (last error: {})",
+                self.client.endpoints().len(),
+                self.last_failure
+            ),
+        };
+        if let Some(handler) = self.warning_handler.as_mut() {
+            handler(&warning);
+        }
+    }
+
+    fn never_connected(&self) -> ClientError {
+        ClientError::Unavailable {
+            detail: format!(
+                "the watch could not connect to any of {} within {} ms (last error: {})",
+                self.client.endpoints().join(", "),
+                self.client.inner.options.deadline.as_millis(),
+                self.last_failure
+            ),
+        }
     }
 
     /// Splits received bytes into lines and queues the events they carry.
@@ -211,6 +297,17 @@ impl Watch {
             }
         }
     }
+}
+
+/// An error with its causes (reqwest's own message omits them).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// What one line of a watch stream carries.
@@ -297,9 +394,9 @@ mod tests {
             key_base64: None,
             value: Default::default(),
             revision,
-            mod_revision: revision,
-            create_revision: revision,
-            version: 1,
+            mod_revision: Some(revision),
+            create_revision: Some(revision),
+            version: Some(1),
         }
     }
 
@@ -320,5 +417,32 @@ mod tests {
         }
         let keys: Vec<String> = watch.ready.iter().map(|event| event.key.clone()).collect();
         assert_eq!(keys, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_never_connects_warns_each_round_then_gives_up() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let options = crate::ClientOptions {
+            deadline: Duration::from_millis(400),
+            ..crate::ClientOptions::default()
+        };
+        let client = Client::with_options(vec![dead.clone(), dead], None, options).unwrap();
+        let mut watch = client.watch(WatchTarget::Key("k".into()), 0).unwrap();
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = warnings.clone();
+        watch.on_warning(move |warning| sink.lock().unwrap().push(warning.to_string()));
+        let error = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch gives up within its deadline")
+            .expect_err("nothing listens");
+        assert!(
+            matches!(&error, ClientError::Unavailable { detail } if detail.contains("within 400 ms")),
+            "{error}"
+        );
+        let warnings = warnings.lock().unwrap();
+        assert!(!warnings.is_empty(), "a failed round was reported");
+        assert!(warnings[0].contains("no endpoint of 2"), "{warnings:?}");
     }
 }

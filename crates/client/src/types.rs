@@ -125,10 +125,16 @@ impl Serialize for KeyValue {
 impl KeyValue {
     /// The key's bytes (decoded from `key_base64` when it is not UTF-8).
     pub fn key_bytes(&self) -> Result<Bytes, String> {
-        match &self.key_base64 {
-            Some(encoded) => decode_pair("key", None, Some(encoded)),
-            None => Ok(Bytes::copy_from_slice(self.key.as_bytes())),
-        }
+        key_bytes(&self.key, self.key_base64.as_deref())
+    }
+}
+
+/// A key's bytes from its two JSON forms: `key_base64` when the key is not
+/// UTF-8, else `key`.
+fn key_bytes(key: &str, key_base64: Option<&str>) -> Result<Bytes, String> {
+    match key_base64 {
+        Some(encoded) => decode_pair("key", None, Some(encoded)),
+        None => Ok(Bytes::copy_from_slice(key.as_bytes())),
     }
 }
 
@@ -442,10 +448,7 @@ impl Serialize for WatchEvent {
 impl WatchEvent {
     /// The key's bytes (decoded from `key_base64` when it is not UTF-8).
     pub fn key_bytes(&self) -> Result<Bytes, String> {
-        match &self.key_base64 {
-            Some(encoded) => decode_pair("key", None, Some(encoded)),
-            None => Ok(Bytes::copy_from_slice(self.key.as_bytes())),
-        }
+        key_bytes(&self.key, self.key_base64.as_deref())
     }
 }
 

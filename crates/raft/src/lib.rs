@@ -3,8 +3,9 @@
 //! [`RaftNode`] is a deterministic state machine. Its inputs are method calls:
 //! `tick()` (time passes), `step(message)` (a message arrived), `propose(...)`,
 //! `change_membership(...)`, `read_index(...)`, `transfer_leadership(...)`,
-//! `handle_persisted(...)` (a persistence request became durable) and `compact(...)`
-//! (the application took a snapshot). Its outputs are [`Command`]s, drained with
+//! `handle_persisted(...)` (a persistence request became durable), `compact(...)`
+//! (the application took a snapshot) and `report_unreachable(...)` (the shell's
+//! hint that a peer's process is gone). Its outputs are [`Command`]s, drained with
 //! `take_commands()`, which the shell executes in order: persist, send, apply,
 //! install a snapshot, answer a read.
 //!
@@ -23,7 +24,8 @@
 //! (AppendEntries on both sides, commit), `progress` (per-follower replication
 //! state), `log` (the in-memory log and its indexes), `persistence` (persist ids,
 //! staging, gated messages), `snapshot` (chunked InstallSnapshot), `membership`,
-//! `read_index`, `transfer`, `restore` (start-up validation), `validate`
+//! `read_index`, `transfer`, `unreachable` (early campaigns on
+//! the shell's hint that the leader is gone), `restore` (start-up validation), `validate`
 //! (message shape checks), `state` (timers and leader-only state).
 //!
 //! See `docs/raft.md` for what is implemented, how it deviates from the paper,
@@ -48,6 +50,7 @@ mod snapshot;
 mod state;
 mod step;
 mod transfer;
+mod unreachable;
 mod validate;
 
 #[cfg(test)]

@@ -212,6 +212,24 @@ impl RaftNode {
         result
     }
 
+    /// Reports that the shell has strong evidence that `peer`'s process is gone
+    /// (its connection closed and a new one was refused: the kernel closed its
+    /// sockets). If `peer` is the leader this follower follows (and this node may
+    /// campaign), the node stops following it, which ends its leader lease so it
+    /// grants other voters' pre-votes, and campaigns (with pre-vote) after a
+    /// random delay of `1..=max(heartbeat_interval_ticks, 2)` ticks instead of
+    /// a full election timeout. Ignored in every other case: `peer` not the
+    /// leader, leader unknown, this node a pre-candidate, candidate or leader,
+    /// or pre-vote off (a wrong hint could then depose a live leader).
+    ///
+    /// A wrong hint is harmless: the other voters still in their lease refuse
+    /// the pre-vote, so no term changes, and the live leader's next
+    /// AppendEntries makes this node follow it again.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.handle_unreachable(peer);
+        self.finish_input();
+    }
+
     /// Reports that persistence request `id` (and every earlier one) is durable.
     /// Ids at or below one already reported are ignored.
     pub fn handle_persisted(&mut self, id: PersistId) {

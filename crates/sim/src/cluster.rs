@@ -20,6 +20,12 @@ use understudy_raft::{Config, DeliberateBugs, Message, MessageBody, RaftNode, Ro
 use understudy_types::{GroupId, NodeId, Term};
 use understudy_wal::CrashFaults;
 
+/// Shortest time from a crash to a peer's hint that the process is gone (the
+/// EOF on its connection, then a refused connection attempt).
+const UNREACHABLE_HINT_DELAY_MIN_MICROS: u64 = 200;
+/// Longest such time.
+const UNREACHABLE_HINT_DELAY_MAX_MICROS: u64 = 5_000;
+
 /// How a simulated cluster is built.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -48,6 +54,11 @@ pub struct ClusterConfig {
     pub sync_delay_max_micros: u64,
     /// What a crash does to unsynced sectors.
     pub crash_faults: CrashFaults,
+    /// When a node crashes, the chance that each running node the network
+    /// connects it with gets the shell's hint that it is gone
+    /// (`RaftNode::report_unreachable`), as the node shell gives it when the
+    /// kernel closes a dead process's sockets. Zero draws no random numbers.
+    pub unreachable_hint_probability: f64,
     /// Deliberate bugs in the Raft core (test-only).
     pub raft_bugs: DeliberateBugs,
     /// Deliberate bugs in storage (test-only).
@@ -72,6 +83,7 @@ impl ClusterConfig {
             sync_delay_min_micros: 100,
             sync_delay_max_micros: 1_000,
             crash_faults: CrashFaults::default(),
+            unreachable_hint_probability: 0.0,
             raft_bugs: DeliberateBugs::default(),
             shell_bugs: ShellBugs::default(),
         }
@@ -93,6 +105,11 @@ pub struct ClusterStats {
     pub reconfigurations: u64,
     /// Events processed.
     pub events: u64,
+    /// Hints that a crashed peer is gone delivered to running nodes.
+    pub unreachable_hints: u64,
+    /// Of those, hints that made the node stop following its leader (it then
+    /// campaigns early).
+    pub unreachable_hints_followed: u64,
 }
 
 /// An event the cluster hands back to its driver.
@@ -108,9 +125,23 @@ pub enum External {
 
 #[derive(Debug)]
 enum Event {
-    Tick { node: NodeId, incarnation: u64 },
-    Deliver { message: Message },
-    Sync { node: NodeId, incarnation: u64 },
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Deliver {
+        message: Message,
+    },
+    Sync {
+        node: NodeId,
+        incarnation: u64,
+    },
+    /// `node` (in `incarnation`) learns that `peer`'s process is gone.
+    UnreachableHint {
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+    },
     External(External),
 }
 
@@ -308,6 +339,11 @@ impl Cluster {
             Event::Tick { node, incarnation } => self.handle_tick(node, incarnation),
             Event::Deliver { message } => self.handle_delivery(message),
             Event::Sync { node, incarnation } => self.handle_sync(node, incarnation),
+            Event::UnreachableHint {
+                node,
+                incarnation,
+                peer,
+            } => self.handle_unreachable_hint(node, incarnation, peer),
             Event::External(external) => {
                 self.trace
                     .event(1, &[self.now_micros, external_tag(external)]);
@@ -394,6 +430,63 @@ impl Cluster {
         let mut effects = NodeEffects::default();
         node.sync(&mut effects);
         self.absorb(id, effects);
+    }
+
+    fn handle_unreachable_hint(&mut self, id: NodeId, incarnation: u64, peer: NodeId) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.incarnation != incarnation || !node.is_running() {
+            return;
+        }
+        self.trace
+            .event(9, &[self.now_micros, id.get(), peer.get()]);
+        let mut effects = NodeEffects::default();
+        let mut followed = false;
+        node.with_raft(&mut effects, |raft| {
+            let leader_before = raft.status().leader;
+            raft.report_unreachable(peer);
+            followed = leader_before == Some(peer) && raft.status().leader.is_none();
+        });
+        self.stats.unreachable_hints += 1;
+        self.stats.unreachable_hints_followed += u64::from(followed);
+        self.absorb(id, effects);
+    }
+
+    /// After `crashed` crashed: each running node that the network connects
+    /// with it in both directions (its connection from `crashed` ends, and its
+    /// connection attempt is refused) gets the hint with the configured
+    /// probability, after a short delay for the EOF and the refused connect.
+    fn schedule_unreachable_hints(&mut self, crashed: NodeId) {
+        let probability = self.config.unreachable_hint_probability;
+        if probability <= 0.0 {
+            return;
+        }
+        let running: Vec<(NodeId, u64)> = self
+            .nodes
+            .iter()
+            .filter(|(id, node)| **id != crashed && node.is_running())
+            .map(|(id, node)| (*id, node.incarnation))
+            .collect();
+        for (id, incarnation) in running {
+            if !self.network.can_reach(crashed, id) || !self.network.can_reach(id, crashed) {
+                continue;
+            }
+            if !self.random.gen_bool(probability.min(1.0)) {
+                continue;
+            }
+            let delay = self
+                .random
+                .gen_range(UNREACHABLE_HINT_DELAY_MIN_MICROS..=UNREACHABLE_HINT_DELAY_MAX_MICROS);
+            self.push(
+                delay,
+                Event::UnreachableHint {
+                    node: id,
+                    incarnation,
+                    peer: crashed,
+                },
+            );
+        }
     }
 
     /// Routes a node's effects: messages to the network, observations to the
@@ -552,6 +645,7 @@ impl Cluster {
         }
         self.syncs_scheduled.remove(&id);
         self.trace.event(6, &[self.now_micros, id.get()]);
+        self.schedule_unreachable_hints(id);
     }
 
     /// Restarts a crashed node from its disk.

@@ -33,3 +33,6 @@ pub mod runner;
 pub mod summary;
 pub mod trace;
 pub mod workload;
+
+#[cfg(test)]
+mod unreachable_tests;

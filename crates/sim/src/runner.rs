@@ -91,6 +91,9 @@ pub struct SeedReport {
     pub trace_hash: u64,
     /// Events processed.
     pub events: u64,
+    /// Hints that a crashed peer is gone which made a node stop following its
+    /// leader (and campaign early).
+    pub unreachable_hints_followed: u64,
     /// Virtual time the run took.
     pub virtual_micros: u64,
 }
@@ -112,6 +115,10 @@ pub fn cluster_config(run: &RunConfig) -> ClusterConfig {
     // Small enough that followers which fall behind need a snapshot.
     config.snapshot_threshold_entries = 20 + run.seed % 80;
     config.crash_faults = CrashFaults::default();
+    // Half the peers of a crashed node hear at once that it is gone (a process
+    // death, whose sockets the kernel closes); the others must wait for an
+    // election timeout (a machine or link failure).
+    config.unreachable_hint_probability = 0.5;
     // Slow enough group commits that crashes often strike between a write and
     // its fsync.
     config.sync_delay_min_micros = 200;
@@ -175,6 +182,7 @@ pub fn run_seed(run: &RunConfig) -> SeedReport {
         reconfigurations: cluster.stats.reconfigurations,
         trace_hash: cluster.trace.finish(),
         events: cluster.stats.events,
+        unreachable_hints_followed: cluster.stats.unreachable_hints_followed,
         virtual_micros: cluster.now_micros,
     }
 }

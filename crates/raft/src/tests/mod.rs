@@ -11,3 +11,4 @@ mod read_index;
 mod replication;
 mod snapshot;
 mod transfer;
+mod unreachable;

@@ -62,13 +62,28 @@ pub enum Input {
     ChangeMembership {
         /// The change.
         change: MembershipChange,
-        /// Whether the core accepted it.
-        reply: oneshot::Sender<Result<(), RaftError>>,
+        /// The log index and term of the configuration entry, if the core
+        /// accepted the change.
+        reply: oneshot::Sender<Result<(LogIndex, Term), RaftError>>,
     },
     /// Hand leadership to `target` (before a clean shutdown).
     TransferLeadership {
         /// The voter to hand over to.
         target: u64,
+    },
+    /// The transport's evidence that the leader's process is gone: its peer
+    /// connection to us ended and its peer port refused a new connection (the
+    /// kernel closed its sockets). The core campaigns early if `peer` is still
+    /// the leader it follows (`RaftNode::report_unreachable`).
+    LeaderUnreachable {
+        /// The node believed gone.
+        peer: u64,
+    },
+    /// `peer` opened a connection to us (it is up): our lanes to it that are
+    /// backing off reconnect now.
+    PeerConnected {
+        /// The node that connected.
+        peer: u64,
     },
     /// Finish the current batch (including its fsync) and stop.
     Stop,
@@ -186,13 +201,26 @@ impl Driver {
                 self.raft.read_index(context);
             }
             Input::ChangeMembership { change, reply } => {
-                let _ = reply.send(self.raft.change_membership(change).map(|_| ()));
+                let _ = reply.send(self.raft.change_membership(change));
             }
             Input::TransferLeadership { target } => {
                 if let Err(error) = self.raft.transfer_leadership(NodeId(target)) {
                     tracing::debug!(node = self.shared.id, %error, "leadership transfer refused");
                 }
             }
+            Input::LeaderUnreachable { peer } => {
+                self.shared
+                    .metrics
+                    .leader_unreachable_hints
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    node = self.shared.id,
+                    peer,
+                    "hint: the leader's process is gone"
+                );
+                self.raft.report_unreachable(NodeId(peer));
+            }
+            Input::PeerConnected { peer } => self.outbound.wake(peer),
             Input::Stop => return true,
         }
         false

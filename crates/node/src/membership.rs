@@ -3,6 +3,7 @@
 use crate::service::NodeService;
 use crate::shared::Shared;
 use crate::state::{check_address, MemberAddress, NodeCommand};
+use crate::wire::{ForwardRequest, ForwardResponse};
 use std::sync::Arc;
 use std::time::Duration;
 use understudy_api::service::{AddMember, ClusterStatus, MemberStatus, ServiceError};
@@ -78,6 +79,64 @@ pub fn cluster_status(shared: &Shared) -> Result<ClusterStatus, ServiceError> {
         term: status.term.get(),
         members,
     })
+}
+
+/// How long `GET /v1/cluster` waits for each member's own view.
+const MEMBER_STATUS_DEADLINE: Duration = Duration::from_millis(300);
+
+/// The cluster as this node sees it, completed by asking every other member
+/// (over the peer transport, in parallel, briefly) for its own commit and
+/// applied index, and the leader for every member's match index. A member that
+/// does not answer in time is shown with role `unknown`.
+pub async fn cluster_status_gathered(shared: &Arc<Shared>) -> Result<ClusterStatus, ServiceError> {
+    let mut view = cluster_status(shared)?;
+    let deadline = tokio::time::Instant::now() + MEMBER_STATUS_DEADLINE;
+    let others: Vec<u64> = view
+        .members
+        .iter()
+        .map(|member| member.id)
+        .filter(|&id| id != shared.id)
+        .collect();
+    let queries = others.iter().map(|&id| async move {
+        let answer =
+            crate::transport::forward(shared, id, ForwardRequest::LocalStatus, deadline).await;
+        match answer {
+            Ok(ForwardResponse::Cluster(Ok(status))) if status.node_id == id => Some(status),
+            _ => None,
+        }
+    });
+    let answers = futures::future::join_all(queries).await;
+    let leader_view = answers
+        .iter()
+        .flatten()
+        .find(|status| Some(status.node_id) == status.leader_id)
+        .cloned();
+    for (id, answer) in others.iter().zip(answers) {
+        let Some(member) = view.members.iter_mut().find(|member| member.id == *id) else {
+            continue;
+        };
+        match answer.and_then(|status| status.members.into_iter().find(|own| own.id == *id)) {
+            Some(own) => {
+                // Its own word on its role and indexes is the freshest there is.
+                member.commit_index = own.commit_index;
+                member.applied_index = own.applied_index;
+                member.role = own.role;
+            }
+            None => member.role = "unknown".to_string(),
+        }
+    }
+    if let Some(leader_view) = leader_view {
+        for member in &mut view.members {
+            if let Some(entry) = leader_view
+                .members
+                .iter()
+                .find(|entry| entry.id == member.id)
+            {
+                member.match_index = member.match_index.or(entry.match_index);
+            }
+        }
+    }
+    Ok(view)
 }
 
 /// Adds a member on the leader: replicate its addresses, add it as a learner,

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub peer_send_queue_depth: AtomicU64,
     /// Messages dropped because a peer queue was full.
     pub peer_messages_dropped: AtomicU64,
+    /// Hints that the leader's process is gone (connection closed, port
+    /// refusing) handed to the Raft core.
+    pub leader_unreachable_hints: AtomicU64,
     fsync_buckets: [AtomicU64; 10],
     fsync_count: AtomicU64,
     fsync_sum_micros: AtomicU64,
@@ -60,6 +63,11 @@ impl Metrics {
                 "counter",
                 &self.peer_messages_dropped,
             ),
+            (
+                "understudy_leader_unreachable_hints_total",
+                "counter",
+                &self.leader_unreachable_hints,
+            ),
         ];
         // Writing to a String cannot fail.
         for (name, kind, value) in counters {
@@ -86,5 +94,22 @@ impl Metrics {
         let _ = writeln!(text, "understudy_fsync_seconds_sum {sum}");
         let _ = writeln!(text, "understudy_fsync_seconds_count {count}");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_are_exported_as_a_counter() {
+        let metrics = Metrics::default();
+        metrics
+            .leader_unreachable_hints
+            .fetch_add(2, Ordering::Relaxed);
+        let text = metrics.render();
+        assert!(text.contains(
+            "# TYPE understudy_leader_unreachable_hints_total counter\nunderstudy_leader_unreachable_hints_total 2\n"
+        ));
     }
 }

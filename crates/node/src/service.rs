@@ -188,6 +188,9 @@ impl NodeService {
                     .await
                     .map_err(to_wire),
             ),
+            ForwardRequest::LocalStatus => ForwardResponse::Cluster(
+                crate::membership::cluster_status(&self.shared).map_err(to_wire),
+            ),
             ForwardRequest::RegisterAddress { id, peer, client } => ForwardResponse::Cluster(
                 crate::membership::register_local(self, id, peer, client)
                     .await
@@ -227,20 +230,58 @@ impl NodeService {
         }
     }
 
-    /// Asks the core for a membership change.
+    /// Asks the core for a membership change and waits until it is committed and
+    /// applied here (so a 200 always describes a committed configuration).
     pub(crate) async fn change_membership(
         &self,
         change: MembershipChange,
     ) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
         let (reply, answer) = oneshot::channel();
         self.submit(Input::ChangeMembership { change, reply })?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(RaftError::NotLeader { .. })) => Err(unavailable("not the leader")),
-            Ok(Err(error)) => Err(ServiceError::InvalidClusterRequest {
-                detail: error.to_string(),
-            }),
-            Err(_) => Err(unavailable("the node stopped")),
+        let index = match answer.await {
+            Ok(Ok((index, _term))) => index,
+            Ok(Err(RaftError::NotLeader { .. })) => return Err(unavailable("not the leader")),
+            Ok(Err(error)) => {
+                return Err(ServiceError::InvalidClusterRequest {
+                    detail: error.to_string(),
+                })
+            }
+            Err(_) => return Err(unavailable("the node stopped")),
+        };
+        // From here the change is in the log: any failure is "outcome unknown".
+        let mut applied = self.shared.applied.subscribe();
+        while *applied.borrow_and_update() < index.get() {
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(timeout("the node stopped")),
+                Err(_) => return Err(timeout("the membership change was not committed in time")),
+            }
+        }
+        // Applied up to its index, but a new leader may have replaced the entry:
+        // judge by the configuration in the first status view published since
+        // (the driver publishes it at the end of the iteration that applied).
+        let membership = loop {
+            let view = self.shared.status_view();
+            if let Some(status) = view.status.filter(|status| status.applied_index >= index) {
+                break status.membership;
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout("the membership change was not committed in time"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let took_effect = match change {
+            MembershipChange::AddLearner(node) => membership.contains(node),
+            MembershipChange::PromoteLearner(node) => membership.voters.contains(&node),
+            MembershipChange::Remove(node) => !membership.contains(node),
+        };
+        if took_effect {
+            Ok(())
+        } else {
+            Err(timeout(
+                "leadership changed before the membership change committed",
+            ))
         }
     }
 
@@ -457,7 +498,7 @@ impl ClusterService for NodeService {
     }
 
     async fn cluster(&self) -> Result<ClusterStatus, ServiceError> {
-        crate::membership::cluster_status(&self.shared)
+        crate::membership::cluster_status_gathered(&self.shared).await
     }
 
     async fn add_member(&self, member: AddMember) -> Result<ClusterStatus, ServiceError> {

@@ -9,6 +9,13 @@
 //! node; every later frame must come from the same sender and incarnation. A bad
 //! frame closes the connection and changes nothing.
 //!
+//! Dead peers: a lane reconnects as soon as its peer closes the connection
+//! (the receiver never writes on a lane), and stops backing off when that peer
+//! connects to us. When an inbound connection from our leader ends and its peer
+//! port then refuses (or resets) a probe connection, the leader's process is
+//! gone: the driver is told (`Input::LeaderUnreachable`) and the core
+//! campaigns early instead of waiting out an election timeout.
+//!
 //! Forwarding: a follower opens a short-lived connection to the leader, sends one
 //! forward request and waits for its answer on the same connection.
 
@@ -25,10 +32,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use understudy_raft::{Message, MessageBody};
 use understudy_types::limits::PEER_SEND_QUEUE_MESSAGES_MAX;
 
@@ -38,6 +45,9 @@ const RECONNECT_BACKOFF_INITIAL: Duration = Duration::from_millis(20);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the check that a leader's process is gone may wait to connect, and
+/// then for the connection to be reset.
+const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 fn envelope(shared: &Shared, payload: Payload) -> Envelope {
     Envelope {
@@ -53,7 +63,13 @@ pub struct Outbound {
     shared: Arc<Shared>,
     runtime: Handle,
     shutdown: watch::Receiver<bool>,
-    lanes: HashMap<(u64, bool), mpsc::Sender<Message>>,
+    lanes: HashMap<(u64, bool), Lane>,
+}
+
+/// One outbound lane: its queue, and a wake-up for its reconnect backoff.
+struct Lane {
+    sender: mpsc::Sender<Message>,
+    wake: Arc<Notify>,
 }
 
 impl Outbound {
@@ -73,11 +89,18 @@ impl Outbound {
         let bulk = matches!(message.body, MessageBody::SnapshotChunk { .. });
         let lane = self.lanes.entry((to, bulk)).or_insert_with(|| {
             let (sender, receiver) = mpsc::channel(PEER_SEND_QUEUE_MESSAGES_MAX);
-            let task = lane_task(self.shared.clone(), to, receiver, self.shutdown.clone());
+            let wake = Arc::new(Notify::new());
+            let task = lane_task(
+                self.shared.clone(),
+                to,
+                receiver,
+                wake.clone(),
+                self.shutdown.clone(),
+            );
             self.runtime.spawn(task);
-            sender
+            Lane { sender, wake }
         });
-        match lane.try_send(message) {
+        match lane.sender.try_send(message) {
             Ok(()) => {
                 self.shared
                     .metrics
@@ -89,6 +112,21 @@ impl Outbound {
                     .metrics
                     .peer_messages_dropped
                     .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Outbound {
+    /// `peer` just connected to us, so it is up: lanes to it waiting out a
+    /// reconnect backoff retry now. Otherwise a peer that was down for a while
+    /// stays unreachable from here for up to the longest backoff after it
+    /// restarted, and its answers to an election's (pre-)votes arrive late,
+    /// together with our own requests, which invites a split vote.
+    pub fn wake(&mut self, peer: u64) {
+        for bulk in [false, true] {
+            if let Some(lane) = self.lanes.get(&(peer, bulk)) {
+                lane.wake.notify_one();
             }
         }
     }
@@ -123,6 +161,7 @@ async fn lane_task(
     shared: Arc<Shared>,
     to: u64,
     mut queue: mpsc::Receiver<Message>,
+    wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_INITIAL;
@@ -138,10 +177,12 @@ async fn lane_task(
             Err(error) => {
                 tracing::debug!(node = shared.id, peer = to, %error, "peer connection failed");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff) => {
+                        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                    }
+                    () = wake.notified() => backoff = RECONNECT_BACKOFF_INITIAL,
                     _ = shutdown.changed() => return,
                 }
-                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 continue;
             }
         };
@@ -163,6 +204,12 @@ async fn send_until_error(
         let message = tokio::select! {
             message = queue.recv() => message,
             _ = shutdown.changed() => return false,
+            // The receiver never writes on a Raft lane, so a readable socket
+            // means it closed (or broke) the connection: its process may have
+            // died. Reconnect now rather than at the next write, which the
+            // kernel would accept into the dead connection and lose, e.g. the
+            // pre-vote that should elect the next leader.
+            () = closed_by_peer(writer.get_mut()) => return true,
         };
         let Some(message) = message else {
             return false;
@@ -189,6 +236,14 @@ async fn send_until_error(
             return true;
         }
     }
+}
+
+/// Completes when the peer closes or breaks the connection (or, against the
+/// protocol, sends on it).
+async fn closed_by_peer(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    // Any outcome ends the connection: EOF, an error, or unexpected bytes.
+    let _ = stream.read(&mut byte).await;
 }
 
 /// Accepts peer connections until `shutdown`.
@@ -234,7 +289,8 @@ async fn serve_connection(
     let mut reader = tokio::io::BufReader::new(reader);
     let mut writer = BufWriter::new(writer);
     let hello = read_frame(&mut reader).await?;
-    let Payload::Handshake(Handshake { to, peer_address }) = hello.payload else {
+    // A clone: `hello` identifies the sender of every later frame.
+    let Payload::Handshake(Handshake { to, peer_address }) = hello.payload.clone() else {
         return Err(FrameError::Bad("first frame is not a handshake".into()));
     };
     if to != shared.id || !shared.identity.accept_cluster(hello.cluster_id) {
@@ -250,8 +306,28 @@ async fn serve_connection(
         return Err(FrameError::Bad("handshake peer address is invalid".into()));
     }
     shared.learn_peer_address(hello.from, peer_address);
+    let served = serve_frames(&mut reader, &mut writer, &hello, &service, &inputs).await;
+    // The connection ended (EOF or error): if its sender is our leader, its
+    // process may have died. Checked on a task of its own so nothing waits.
+    tokio::spawn(hint_if_leader_gone(shared, hello.from, inputs));
+    served
+}
+
+/// Serves the frames after the handshake until the connection ends.
+async fn serve_frames(
+    reader: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    hello: &Envelope,
+    service: &NodeService,
+    inputs: &SyncSender<Input>,
+) -> Result<(), FrameError> {
+    let shared = service.shared();
+    // Whether the driver heard that the peer is up (see `Outbound::wake`).
+    // Told on the first Raft frame: one of the peer's own lanes, not one of
+    // the short-lived connections that forward client requests.
+    let mut peer_announced = false;
     loop {
-        let frame = read_frame(&mut reader).await?;
+        let frame = read_frame(reader).await?;
         if frame.cluster_id != hello.cluster_id
             || frame.from != hello.from
             || frame.incarnation != hello.incarnation
@@ -263,6 +339,10 @@ async fn serve_connection(
                 if message.from.get() != hello.from || message.to.get() != shared.id {
                     return Err(FrameError::Bad("message names another sender".into()));
                 }
+                if !peer_announced {
+                    peer_announced = true;
+                    let _ = inputs.try_send(Input::PeerConnected { peer: hello.from });
+                }
                 match inputs.try_send(Input::Message(message)) {
                     // Dropped when the driver is overloaded: Raft retransmits.
                     Ok(()) | Err(TrySendError::Full(_)) => {}
@@ -271,13 +351,66 @@ async fn serve_connection(
             }
             Payload::ForwardRequest(request) => {
                 let response = service.serve_forwarded(request).await;
-                let answer = envelope(&shared, Payload::ForwardResponse(response));
-                write_frame(&mut writer, &answer).await?;
+                let answer = envelope(shared, Payload::ForwardResponse(response));
+                write_frame(writer, &answer).await?;
                 writer.flush().await?;
             }
             _ => return Err(FrameError::Bad("unexpected frame kind".into())),
         }
     }
+}
+
+/// After an inbound connection from `peer` ended: if `peer` is the leader this
+/// node follows and its process is gone, tell the driver, which campaigns early
+/// instead of waiting out an election timeout.
+async fn hint_if_leader_gone(shared: Arc<Shared>, peer: u64, inputs: SyncSender<Input>) {
+    let follows_peer = |shared: &Shared| {
+        shared
+            .status_view()
+            .status
+            .is_some_and(|status| status.leader.map(|leader| leader.get()) == Some(peer))
+    };
+    if peer == shared.id || !follows_peer(&shared) {
+        return;
+    }
+    let Some(address) = shared.peer_address_of(peer) else {
+        return;
+    };
+    if !peer_process_gone(&address).await {
+        tracing::debug!(
+            node = shared.id,
+            peer,
+            "leader connection closed; leader still listening"
+        );
+        return;
+    }
+    tracing::debug!(
+        node = shared.id,
+        peer,
+        "leader connection closed and port refusing"
+    );
+    // Dropped if the driver is overloaded or gone: the election timeout remains.
+    let _ = inputs.try_send(Input::LeaderUnreachable { peer });
+}
+
+/// Whether the process listening at `address` is gone: a connection is refused
+/// (nothing listens), or is accepted but then reset or closed before we say
+/// anything (a dying process's listener can still complete the handshake in the
+/// kernel; closing it resets the queued connection). A live node waits for our
+/// handshake, so the read times out; so does an unreachable host. A timeout or
+/// any other error counts as alive: the hint must only name a dead process.
+async fn peer_process_gone(address: &str) -> bool {
+    let connected = tokio::time::timeout(LIVENESS_PROBE_TIMEOUT, TcpStream::connect(address)).await;
+    let mut stream = match connected {
+        Ok(Err(error)) => return error.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(stream)) => stream,
+        Err(_) => return false,
+    };
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(LIVENESS_PROBE_TIMEOUT, stream.read(&mut byte)).await;
+    // Close with a reset: no TIME_WAIT for a probe (see `forward`).
+    let _ = stream.set_zero_linger();
+    matches!(read, Ok(Ok(0)) | Ok(Err(_)))
 }
 
 /// Why a forwarded request got no answer.
@@ -326,5 +459,62 @@ pub async fn forward(
     match answer.payload {
         Payload::ForwardResponse(response) if answer.from == leader => Ok(response),
         _ => Err(sent("leader answered with an unexpected frame".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing listens at the address (the kernel closed a dead process's
+    /// listener): the connection is refused and the process counts as gone.
+    #[tokio::test]
+    async fn a_refused_connection_means_the_process_is_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        drop(listener);
+        assert!(peer_process_gone(&address).await);
+    }
+
+    /// A live node accepts and waits for a handshake: not gone.
+    #[tokio::test]
+    async fn a_listening_process_is_not_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let holder = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            // Hold the connection open, as a live node's handshake read does.
+            let mut stream = stream;
+            let mut byte = [0u8; 1];
+            let _ = stream.read(&mut byte).await;
+        });
+        assert!(!peer_process_gone(&address).await);
+        holder.abort();
+    }
+
+    /// A dying process's listener may still complete the TCP handshake; the
+    /// connection is then closed before anything is said: gone.
+    #[tokio::test]
+    async fn a_connection_closed_before_the_handshake_means_the_process_is_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            drop(stream);
+        });
+        assert!(peer_process_gone(&address).await);
+    }
+
+    /// An outbound lane notices at once that its peer closed the connection.
+    #[tokio::test]
+    async fn a_lane_notices_that_its_peer_closed_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut outbound = TcpStream::connect(address).await.expect("connect");
+        let (inbound, _) = listener.accept().await.expect("accept");
+        drop(inbound);
+        tokio::time::timeout(Duration::from_secs(5), closed_by_peer(&mut outbound))
+            .await
+            .expect("the close is noticed without a write");
     }
 }

@@ -59,6 +59,9 @@ pub enum ForwardRequest {
         /// Its client URL.
         client: String,
     },
+    /// This node's own view of the cluster (for `GET /v1/cluster` on another
+    /// node, which gathers each member's own indexes). Answered by any node.
+    LocalStatus,
 }
 
 /// Why a forwarded request failed, mirroring the service errors.

@@ -458,7 +458,7 @@ async fn a_fourth_node_joins_and_a_member_is_removed() {
         .await
         .expect("joiner starts");
     let follower = (leader + 1) % 3;
-    cluster
+    let added = cluster
         .service(follower)
         .add_member(AddMember {
             id: 4,
@@ -467,6 +467,11 @@ async fn a_fourth_node_joins_and_a_member_is_removed() {
         })
         .await
         .expect("member added through a follower");
+    // The answer comes once the change is committed, and shows it.
+    assert!(
+        added.members.iter().any(|member| member.id == 4),
+        "{added:?}"
+    );
     wait_for_local_value(&joining.service(), "early", "1").await;
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -491,19 +496,10 @@ async fn a_fourth_node_joins_and_a_member_is_removed() {
         .await
         .expect("member removed");
     assert_eq!(status.leader_id, Some(leader as u64 + 1));
-    let deadline = Instant::now() + DEADLINE;
-    while cluster
-        .service(leader)
-        .cluster()
-        .await
-        .expect("status")
-        .members
-        .iter()
-        .any(|member| member.id == removed)
-    {
-        assert!(Instant::now() < deadline, "node {removed} never left");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        status.members.iter().all(|member| member.id != removed),
+        "the answer shows the committed removal: {status:?}"
+    );
     write(&joining.service(), put("late", "2")).await;
     wait_for_local_value(&joining.service(), "late", "2").await;
     joining.stop().await.expect("joiner stops");
@@ -592,5 +588,41 @@ async fn a_leader_that_stops_cleanly_hands_over_and_writes_continue() {
         read(&cluster.service(leader), "after").await.as_deref(),
         Some(&b"2"[..])
     );
+    cluster.stop_all().await;
+}
+
+/// `GET /v1/cluster` through any node shows every member's own commit and
+/// applied index and the leader's match index; a stopped member is `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_status_through_a_follower_shows_every_members_indexes() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (leader + 1) % 3;
+    let written = write(&cluster.service(follower), put("k", "v")).await;
+    assert!(matches!(written, Response::Put { .. }));
+    let status = cluster.service(follower).cluster().await.expect("status");
+    assert_eq!(status.node_id, follower as u64 + 1);
+    for member in &status.members {
+        assert!(member.commit_index.is_some(), "{member:?}");
+        assert!(member.applied_index.is_some(), "{member:?}");
+        assert!(member.match_index.is_some(), "{member:?}");
+        let expected = if member.id == leader as u64 + 1 {
+            "leader"
+        } else {
+            "follower"
+        };
+        assert_eq!(member.role, expected);
+    }
+    let stopped = (leader + 2) % 3;
+    let node = cluster.nodes[stopped].take().expect("running");
+    node.stop().await.expect("clean stop");
+    let status = cluster.service(follower).cluster().await.expect("status");
+    let member = status
+        .members
+        .iter()
+        .find(|member| member.id == stopped as u64 + 1)
+        .expect("still a member");
+    assert_eq!(member.role, "unknown", "{member:?}");
+    assert_eq!(member.applied_index, None);
     cluster.stop_all().await;
 }

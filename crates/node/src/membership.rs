@@ -88,7 +88,10 @@ const MEMBER_STATUS_DEADLINE: Duration = Duration::from_millis(300);
 /// (over the peer transport, in parallel, briefly) for its own commit and
 /// applied index, and the leader for every member's match index. A member that
 /// does not answer in time is shown with role `unknown`.
-pub async fn cluster_status_gathered(shared: &Arc<Shared>) -> Result<ClusterStatus, ServiceError> {
+pub async fn cluster_status_gathered(
+    shared: &Arc<Shared>,
+    pool: &crate::transport::ForwardPool,
+) -> Result<ClusterStatus, ServiceError> {
     let mut view = cluster_status(shared)?;
     let deadline = tokio::time::Instant::now() + MEMBER_STATUS_DEADLINE;
     let others: Vec<u64> = view
@@ -99,7 +102,8 @@ pub async fn cluster_status_gathered(shared: &Arc<Shared>) -> Result<ClusterStat
         .collect();
     let queries = others.iter().map(|&id| async move {
         let answer =
-            crate::transport::forward(shared, id, ForwardRequest::LocalStatus, deadline).await;
+            crate::transport::forward(shared, pool, id, ForwardRequest::LocalStatus, deadline)
+                .await;
         match answer {
             Ok(ForwardResponse::Cluster(Ok(status))) if status.node_id == id => Some(status),
             _ => None,

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Hints that the leader's process is gone (connection closed, port
     /// refusing) handed to the Raft core.
     pub leader_unreachable_hints: AtomicU64,
+    /// Connections opened to forward client requests (most requests reuse one).
+    pub forward_connections_opened: AtomicU64,
     fsync_buckets: [AtomicU64; 10],
     fsync_count: AtomicU64,
     fsync_sum_micros: AtomicU64,
@@ -67,6 +69,11 @@ impl Metrics {
                 "understudy_leader_unreachable_hints_total",
                 "counter",
                 &self.leader_unreachable_hints,
+            ),
+            (
+                "understudy_forward_connections_opened_total",
+                "counter",
+                &self.forward_connections_opened,
             ),
         ];
         // Writing to a String cannot fail.

@@ -9,7 +9,7 @@
 use crate::driver::{Input, ProposeFailure};
 use crate::shared::Shared;
 use crate::state::{Applied, NodeCommand};
-use crate::transport::{forward, ForwardFailure};
+use crate::transport::{forward, ForwardFailure, ForwardPool};
 use crate::wire::{ForwardRequest, ForwardResponse, WireError};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -42,6 +42,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 pub struct NodeService {
     shared: Arc<Shared>,
     inputs: SyncSender<Input>,
+    /// Connections to the leader for forwarding, shared by clones.
+    forward_pool: Arc<ForwardPool>,
 }
 
 fn unavailable(detail: impl Into<String>) -> ServiceError {
@@ -66,7 +68,11 @@ enum Attempt<T> {
 impl NodeService {
     /// A service over the driver's `inputs`.
     pub fn new(shared: Arc<Shared>, inputs: SyncSender<Input>) -> NodeService {
-        NodeService { shared, inputs }
+        NodeService {
+            shared,
+            inputs,
+            forward_pool: Arc::new(ForwardPool::default()),
+        }
     }
 
     /// The shared node state.
@@ -135,7 +141,15 @@ impl NodeService {
                 Attempt::NotLeader(hint) => hint,
             };
             if let Some(leader) = hint.filter(|leader| *leader != self.shared.id) {
-                match forward(&self.shared, leader, request.clone(), deadline).await {
+                match forward(
+                    &self.shared,
+                    &self.forward_pool,
+                    leader,
+                    request.clone(),
+                    deadline,
+                )
+                .await
+                {
                     // A node that was no longer the leader appended nothing: retry.
                     Ok(response) if never_appended(&response) => {}
                     Ok(response) => return Ok(RouteOutcome::Forwarded(response)),
@@ -342,7 +356,15 @@ impl NodeService {
                     }
                 }
                 Some(leader) => {
-                    match forward(&self.shared, leader, request.clone(), deadline).await {
+                    match forward(
+                        &self.shared,
+                        &self.forward_pool,
+                        leader,
+                        request.clone(),
+                        deadline,
+                    )
+                    .await
+                    {
                         Ok(ForwardResponse::Cluster(result)) => return result.map_err(from_wire),
                         Ok(_) => return Err(timeout("unexpected answer")),
                         Err(ForwardFailure { sent: true, detail }) => return Err(timeout(detail)),
@@ -498,7 +520,7 @@ impl ClusterService for NodeService {
     }
 
     async fn cluster(&self) -> Result<ClusterStatus, ServiceError> {
-        crate::membership::cluster_status_gathered(&self.shared).await
+        crate::membership::cluster_status_gathered(&self.shared, &self.forward_pool).await
     }
 
     async fn add_member(&self, member: AddMember) -> Result<ClusterStatus, ServiceError> {

@@ -16,8 +16,9 @@
 //! gone: the driver is told (`Input::LeaderUnreachable`) and the core
 //! campaigns early instead of waiting out an election timeout.
 //!
-//! Forwarding: a follower opens a short-lived connection to the leader, sends one
-//! forward request and waits for its answer on the same connection.
+//! Forwarding: a follower sends a forward request to the leader and waits for
+//! its answer on the same connection; connections are pooled between requests
+//! ([`ForwardPool`]).
 
 use crate::driver::Input;
 use crate::service::NodeService;
@@ -422,43 +423,172 @@ pub struct ForwardFailure {
     pub detail: String,
 }
 
-/// Sends `request` to `leader` and waits for its answer until `deadline`.
+/// Idle forwarding connections kept per peer, at most.
+const FORWARD_IDLE_CONNECTIONS_MAX: usize = 64;
+
+/// Idle connections for forwarding, per peer. A follower forwards every client
+/// request it cannot serve to the leader; a new TCP connection per request
+/// cost a connect, a handshake and a task on the leader each time, and left
+/// ports behind. A connection goes back here only after a complete exchange,
+/// so it is always between requests; the leader serves the next request on it
+/// like the first.
+#[derive(Default)]
+pub struct ForwardPool {
+    idle: std::sync::Mutex<HashMap<u64, Vec<PooledConnection>>>,
+}
+
+struct PooledConnection {
+    /// Our cluster id when the handshake was sent (a joining node adopts one
+    /// later; the leader refuses frames that change it mid-connection).
+    cluster_id: u64,
+    stream: BufWriter<TcpStream>,
+}
+
+impl std::fmt::Debug for ForwardPool {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counts: HashMap<u64, usize> = idle
+            .iter()
+            .map(|(peer, list)| (*peer, list.len()))
+            .collect();
+        formatter
+            .debug_struct("ForwardPool")
+            .field("idle", &counts)
+            .finish()
+    }
+}
+
+impl ForwardPool {
+    /// An idle connection to `peer` that is still open, if any.
+    fn take(&self, peer: u64, cluster_id: u64) -> Option<BufWriter<TcpStream>> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let connections = idle.get_mut(&peer)?;
+        while let Some(connection) = connections.pop() {
+            if connection.cluster_id == cluster_id && still_open(connection.stream.get_ref()) {
+                return Some(connection.stream);
+            }
+            close_with_reset(&connection.stream);
+        }
+        None
+    }
+
+    /// Keeps a connection that just completed an exchange, if there is room.
+    fn put(&self, peer: u64, cluster_id: u64, stream: BufWriter<TcpStream>) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let connections = idle.entry(peer).or_default();
+        if connections.len() < FORWARD_IDLE_CONNECTIONS_MAX {
+            connections.push(PooledConnection { cluster_id, stream });
+        } else {
+            close_with_reset(&stream);
+        }
+    }
+}
+
+/// Whether an idle connection is still usable: nothing to read (the peer sends
+/// only answers, and none is due) and no end of stream.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Closes with a reset rather than a FIN: an active close would leave this
+/// side's ephemeral port in TIME_WAIT for a minute, and many closed
+/// connections then exhaust the ephemeral range (found by the acceptance tests:
+/// tens of thousands of TIME_WAIT sockets towards a leader's peer port).
+/// Nothing is lost: only connections between exchanges, or failed ones, are
+/// closed.
+fn close_with_reset(stream: &BufWriter<TcpStream>) {
+    let _ = stream.get_ref().set_zero_linger();
+}
+
+/// Sends `request` to `leader` and waits for its answer until `deadline`,
+/// over an idle pooled connection when there is one.
 pub async fn forward(
     shared: &Shared,
+    pool: &ForwardPool,
     leader: u64,
     request: ForwardRequest,
     deadline: tokio::time::Instant,
 ) -> Result<ForwardResponse, ForwardFailure> {
+    let cluster_id = shared.identity.cluster_id.load(Ordering::SeqCst);
+    let frame = envelope(shared, Payload::ForwardRequest(request));
+    if let Some(mut stream) = pool.take(leader, cluster_id) {
+        // A write error means the leader never got the whole frame, so it
+        // cannot have acted on it: fall through to a fresh connection (the
+        // pooled one may have died since the check above).
+        if send_frame(&mut stream, &frame).await.is_ok() {
+            return await_answer(pool, leader, cluster_id, stream, deadline).await;
+        }
+        close_with_reset(&stream);
+    }
     let not_sent = |detail: String| ForwardFailure {
         sent: false,
         detail,
     };
-    let mut writer = connect(shared, leader).await.map_err(not_sent)?;
-    let frame = envelope(shared, Payload::ForwardRequest(request));
-    // Once the first byte may have left, the leader may act on the request.
+    let mut stream = connect(shared, leader).await.map_err(not_sent)?;
+    shared
+        .metrics
+        .forward_connections_opened
+        .fetch_add(1, Ordering::Relaxed);
+    if let Err(error) = send_frame(&mut stream, &frame).await {
+        close_with_reset(&stream);
+        // Conservative on a fresh connection: the bytes may have left.
+        return Err(ForwardFailure {
+            sent: true,
+            detail: error.to_string(),
+        });
+    }
+    await_answer(pool, leader, cluster_id, stream, deadline).await
+}
+
+async fn send_frame(stream: &mut BufWriter<TcpStream>, frame: &Envelope) -> Result<(), FrameError> {
+    write_frame(stream, frame).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Reads the answer to a request just sent on `stream`; returns the connection
+/// to the pool after a complete exchange.
+async fn await_answer(
+    pool: &ForwardPool,
+    leader: u64,
+    cluster_id: u64,
+    mut stream: BufWriter<TcpStream>,
+    deadline: tokio::time::Instant,
+) -> Result<ForwardResponse, ForwardFailure> {
+    // The request may have reached the leader: every failure from here on is
+    // "sent" (outcome unknown for a write).
     let sent = |detail: String| ForwardFailure { sent: true, detail };
-    write_frame(&mut writer, &frame)
-        .await
-        .map_err(|error| sent(error.to_string()))?;
-    writer
-        .flush()
-        .await
-        .map_err(|error| sent(error.to_string()))?;
-    let mut stream = writer.into_inner();
-    let answer = tokio::time::timeout_at(deadline, read_frame(&mut stream))
-        .await
-        .map_err(|_| sent(format!("leader {leader} did not answer in time")))?
-        .map_err(|error| sent(error.to_string()))?;
-    // The exchange is complete, so close with a reset rather than a FIN: an
-    // active close would leave this side's ephemeral port in TIME_WAIT for a
-    // minute, and one connection per forwarded request then exhausts the
-    // ephemeral range (found by the acceptance tests: tens of thousands of
-    // TIME_WAIT sockets towards a leader's peer port). Nothing is lost: the
-    // answer has been read and the leader only sees its read end.
-    let _ = stream.set_zero_linger();
+    let answer = tokio::time::timeout_at(deadline, read_frame(&mut stream)).await;
+    let answer = match answer {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => {
+            close_with_reset(&stream);
+            return Err(sent(error.to_string()));
+        }
+        Err(_) => {
+            close_with_reset(&stream);
+            return Err(sent(format!("leader {leader} did not answer in time")));
+        }
+    };
     match answer.payload {
-        Payload::ForwardResponse(response) if answer.from == leader => Ok(response),
-        _ => Err(sent("leader answered with an unexpected frame".into())),
+        Payload::ForwardResponse(response) if answer.from == leader => {
+            pool.put(leader, cluster_id, stream);
+            Ok(response)
+        }
+        _ => {
+            close_with_reset(&stream);
+            Err(sent("leader answered with an unexpected frame".into()))
+        }
     }
 }
 

@@ -626,3 +626,61 @@ async fn cluster_status_through_a_follower_shows_every_members_indexes() {
     assert_eq!(member.applied_index, None);
     cluster.stop_all().await;
 }
+
+/// A follower forwards over pooled connections: sequential forwarded writes
+/// reuse one connection instead of opening one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarded_requests_reuse_pooled_connections() {
+    use std::sync::atomic::Ordering;
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster.service((leader + 1) % 3);
+    let opened = || {
+        follower
+            .shared()
+            .metrics
+            .forward_connections_opened
+            .load(Ordering::Relaxed)
+    };
+    let before = opened();
+    for number in 0..100 {
+        let response = write(&follower, put(&format!("pooled-{number}"), "v")).await;
+        assert!(matches!(response, Response::Put { .. }), "{response:?}");
+    }
+    // At most one new connection (none if the status queries of
+    // `wait_for_leader` left one in the pool), two if one was closed meanwhile;
+    // without the pool it would be 100.
+    let sequential = opened() - before;
+    assert!(
+        sequential <= 2,
+        "{sequential} connections for 100 sequential forwards"
+    );
+    // Concurrent forwards need a connection each, and then reuse them.
+    for _round in 0..3 {
+        let writes: Vec<_> = (0..8)
+            .map(|number| {
+                let follower = follower.clone();
+                tokio::spawn(
+                    async move { write(&follower, put(&format!("c-{number}"), "v")).await },
+                )
+            })
+            .collect();
+        for handle in writes {
+            handle.await.expect("write task");
+        }
+    }
+    let total = opened() - before;
+    assert!(
+        total <= 2 + 8,
+        "{total} connections: rounds did not reuse them"
+    );
+    for number in 0..100 {
+        assert_eq!(
+            read(&cluster.service(leader), &format!("pooled-{number}"))
+                .await
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+    cluster.stop_all().await;
+}

@@ -5,8 +5,13 @@
 //!
 //! It runs on its own OS thread rather than a tokio task so that fsync never
 //! blocks the async runtime's workers; inputs arrive on a bounded channel.
+//!
+//! Application snapshots are serialized here (a consistent cut at the applied
+//! index) but their files are written by `snapshot_writer`'s thread; the driver
+//! keeps committing meanwhile and records the file when the write is done.
 
 use crate::shared::{Shared, StatusView};
+use crate::snapshot_writer::{SnapshotJob, SnapshotWriteOutcome, SnapshotWriter};
 use crate::state::{Applied, NodeState};
 use crate::transport::Outbound;
 use bytes::Bytes;
@@ -109,6 +114,13 @@ pub struct Driver {
     pub applied_membership: Membership,
     /// The last snapshot's index.
     pub snapshot_index: LogIndex,
+    /// No snapshot is started before this index is applied (set after a failed
+    /// write, so a failing disk is retried once per threshold, not every turn).
+    snapshot_retry_index: LogIndex,
+    /// Writes snapshot files off this thread; started with the first snapshot.
+    snapshot_writer: Option<SnapshotWriter>,
+    /// Set on `Stop`: no new snapshot is started.
+    stopping: bool,
     written_unsynced: Option<PersistId>,
     pending_writes: BTreeMap<LogIndex, (Term, oneshot::Sender<ProposeResult>)>,
     pending_reads: BTreeMap<u64, ReadReply>,
@@ -136,6 +148,9 @@ impl Driver {
             applied: (meta.last_index, meta.last_term),
             applied_membership: meta.membership.clone(),
             snapshot_index: meta.last_index,
+            snapshot_retry_index: LogIndex(0),
+            snapshot_writer: None,
+            stopping: false,
             written_unsynced: None,
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
@@ -168,10 +183,29 @@ impl Driver {
                 self.raft.tick();
                 next_tick = Instant::now() + tick;
             }
+            // At least once per tick: a finished background snapshot write is
+            // recorded and the core compacted.
+            if let Some(outcome) = self
+                .snapshot_writer
+                .as_mut()
+                .and_then(SnapshotWriter::try_take)
+            {
+                self.finish_snapshot(outcome)?;
+            }
             self.drain()?;
             self.sync_batch()?;
             self.publish_status();
             if stop {
+                self.stopping = true;
+                // Wait for a write in flight (at most one snapshot file) and record
+                // it: the restart then replays less. Dropping the writer would also
+                // wait; its file would then be an orphan that `open` removes.
+                if let Some(outcome) = self.snapshot_writer.as_mut().and_then(SnapshotWriter::stop)
+                {
+                    self.finish_snapshot(outcome)?;
+                    self.drain()?;
+                    self.sync_batch()?;
+                }
                 tracing::info!(node = self.shared.id, "raft driver stopped");
                 return Ok(());
             }
@@ -237,7 +271,7 @@ impl Driver {
                 self.execute(command)?;
             }
             self.serve_ready_reads();
-            self.maybe_snapshot()?;
+            self.maybe_snapshot();
         }
     }
 
@@ -384,29 +418,116 @@ impl Driver {
         self.pending_reads.retain(|_, reply| !reply.is_closed());
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
-        if self.applied.0.get() < self.snapshot_index.get() + self.snapshot_threshold_entries {
-            return Ok(());
+    /// Starts a background snapshot once `snapshot_threshold_entries` entries
+    /// were applied since the last one, unless one is being written.
+    fn maybe_snapshot(&mut self) {
+        let due = self.snapshot_index.get() + self.snapshot_threshold_entries;
+        if self.stopping
+            || self.applied.0.get() < due.max(self.snapshot_retry_index.get())
+            || self
+                .snapshot_writer
+                .as_ref()
+                .is_some_and(SnapshotWriter::in_flight)
+        {
+            return;
         }
         let meta = SnapshotMeta {
             last_index: self.applied.0,
             last_term: self.applied.1,
             membership: self.applied_membership.clone(),
         };
+        // Serialized here, on the thread that applies entries: the snapshot must
+        // be a consistent cut at exactly `meta.last_index`.
+        let started = Instant::now();
         let data = self
             .shared
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .snapshot();
-        // Storing the snapshot syncs the log too.
-        self.log
-            .save_snapshot(&meta, &data)
-            .map_err(|error| format!("snapshot save failed: {error}"))?;
+        let serialize_duration = started.elapsed();
+        let job = SnapshotJob {
+            meta,
+            data,
+            reservation: self.log.reserve_snapshot_file(),
+        };
+        tracing::debug!(
+            node = self.shared.id,
+            index = %job.meta.last_index,
+            bytes = job.data.len(),
+            serialize_ms = serialize_duration.as_secs_f64() * 1e3,
+            "snapshot serialized; writing it in the background"
+        );
+        let submitted = match self.snapshot_writer() {
+            Ok(writer) => writer
+                .submit(job)
+                .map_err(|job| (job.meta, "the snapshot writer thread is gone".to_owned())),
+            Err(error) => Err((job.meta, error)),
+        };
+        if let Err((meta, error)) = submitted {
+            self.snapshot_write_failed(&meta, &error);
+            // Joins the dead thread; the next attempt starts a new one.
+            self.snapshot_writer = None;
+        }
+    }
+
+    /// The background writer, started on first use.
+    fn snapshot_writer(&mut self) -> Result<&mut SnapshotWriter, String> {
+        if self.snapshot_writer.is_none() {
+            let directory = self.log.wal().storage().directory().to_path_buf();
+            let writer = SnapshotWriter::spawn(directory, self.shared.id)
+                .map_err(|error| format!("cannot start the snapshot writer: {error}"))?;
+            self.snapshot_writer = Some(writer);
+        }
+        // Set just above when it was empty.
+        Ok(self.snapshot_writer.as_mut().expect("writer started"))
+    }
+
+    /// Records a snapshot file the writer made durable, then compacts the core.
+    /// A write that failed, or a snapshot the leader's newer one superseded while
+    /// it was written, is dropped (its file removed); only a failure of the log
+    /// itself stops the node.
+    fn finish_snapshot(&mut self, outcome: SnapshotWriteOutcome) -> Result<(), String> {
+        let SnapshotWriteOutcome {
+            meta,
+            data,
+            written,
+            write_duration,
+        } = outcome;
+        let written = match written {
+            Ok(written) => written,
+            Err(error) => {
+                self.snapshot_write_failed(&meta, &error);
+                return Ok(());
+            }
+        };
+        let started = Instant::now();
+        // Appends the record referencing the file and syncs it (with every entry
+        // written before it), then removes the superseded file and compacts.
+        match self.log.complete_snapshot(&meta, written) {
+            Ok(()) => {}
+            Err(error) if !error.must_stop() => {
+                tracing::info!(node = self.shared.id, index = %meta.last_index, %error, "local snapshot dropped");
+                return Ok(());
+            }
+            Err(error) => return Err(format!("snapshot save failed: {error}")),
+        }
         self.raft.compact(meta.last_index, data);
         self.snapshot_index = meta.last_index;
-        tracing::debug!(node = self.shared.id, index = %meta.last_index, "compacted log");
+        tracing::debug!(
+            node = self.shared.id,
+            index = %meta.last_index,
+            write_ms = write_duration.as_secs_f64() * 1e3,
+            complete_ms = started.elapsed().as_secs_f64() * 1e3,
+            "compacted log"
+        );
         Ok(())
+    }
+
+    fn snapshot_write_failed(&mut self, meta: &SnapshotMeta, error: &str) {
+        tracing::warn!(node = self.shared.id, index = %meta.last_index, %error, "snapshot write failed; retrying after the next threshold");
+        self.snapshot_retry_index =
+            LogIndex(self.applied.0.get() + self.snapshot_threshold_entries);
     }
 
     fn publish_status(&mut self) {

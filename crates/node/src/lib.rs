@@ -2,7 +2,8 @@
 //!
 //! [`run`] (or [`start`] for a handle, as tests use) opens the data directory,
 //! starts the Raft driver thread (`driver`: core + durable log + state machine,
-//! group commit), the peer transport (`transport`, `wire`: framed, checksummed,
+//! group commit; `snapshot_writer` writes its snapshot files on a thread of
+//! their own), the peer transport (`transport`, `wire`: framed, checksummed,
 //! versioned TCP with handshakes, reconnect and bounded queues) and the client
 //! service (`service`, `membership`: `ClusterService`, forwarding to the leader),
 //! served over HTTP by `understudy_api::router`.
@@ -14,6 +15,7 @@ mod metadata;
 mod metrics;
 mod service;
 mod shared;
+mod snapshot_writer;
 mod start;
 mod state;
 mod transport;

@@ -5,7 +5,10 @@
 //! the shell calls [`RaftLog::append`] for each and [`RaftLog::sync`] once per
 //! batch (group commit), then reports `handle_persisted`. `Command::InstallSnapshot`
 //! maps to [`RaftLog::install_snapshot`]; an application snapshot to
-//! [`RaftLog::save_snapshot`], which also removes WAL segments no longer needed.
+//! [`RaftLog::save_snapshot`], which also removes WAL segments no longer needed,
+//! or to its two steps (`snapshot_file.rs`: reserve a file number, write the file
+//! on any thread with [`write_snapshot_file`], then [`RaftLog::complete_snapshot`])
+//! so that a shell can write a large snapshot off its driver thread.
 //! At start-up [`RaftLog::open`] returns the `RestoredState` the core starts from:
 //! exactly what was durable.
 //!
@@ -27,7 +30,9 @@ mod error;
 mod raft_log;
 mod record;
 mod replay;
+mod snapshot_file;
 
 pub use error::RaftLogError;
 pub use raft_log::{snapshot_file_name, RaftLog, RaftLogOptions};
 pub use record::{RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSIONS_SUPPORTED};
+pub use snapshot_file::{write_snapshot_file, SnapshotFileReservation, WrittenSnapshotFile};

@@ -6,6 +6,7 @@ use crate::record::{
     SnapshotReference,
 };
 use crate::replay::{replay, EntryLocation};
+use crate::snapshot_file::{SnapshotFileReservation, WrittenSnapshotFile};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use understudy_raft::{Entry, HardState, RestoredState, SnapshotMeta};
@@ -121,7 +122,10 @@ impl<S: Storage> RaftLog<S> {
             );
             expected_index = entry.index;
         }
-        self.store_snapshot(meta, data, false)?;
+        check_membership(&meta.membership)?;
+        let reservation = self.reserve_snapshot_file();
+        let written = self.write_reserved_snapshot_file(&reservation, data)?;
+        self.append_snapshot_record(meta, &written, false)?;
         self.append(Some(state.hard_state), &state.entries)?;
         self.sync()?;
         Ok(state)
@@ -228,8 +232,66 @@ impl<S: Storage> RaftLog<S> {
     /// Application-side compaction: durably stores a snapshot the state machine
     /// took at `meta.last_index` (an entry it has applied, so one this log holds or
     /// the current snapshot's), drops the entries up to it, and removes the WAL
-    /// segments no longer needed.
+    /// segments no longer needed. The one-call form of the two-step protocol
+    /// ([`RaftLog::reserve_snapshot_file`], write, [`RaftLog::complete_snapshot`]),
+    /// writing the file on this thread.
     pub fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), RaftLogError> {
+        self.check_stale(meta)?;
+        check_membership(&meta.membership)?;
+        let reservation = self.reserve_snapshot_file();
+        let written = self.write_reserved_snapshot_file(&reservation, data)?;
+        self.complete_snapshot(meta, written)
+    }
+
+    /// Step 1 of the two-step snapshot protocol (see `snapshot_file.rs`): reserves
+    /// a snapshot file number no other file, write or install will use.
+    pub fn reserve_snapshot_file(&mut self) -> SnapshotFileReservation {
+        let file_number = self.next_snapshot_file_number;
+        self.next_snapshot_file_number += 1;
+        SnapshotFileReservation { file_number }
+    }
+
+    /// Step 2 of the protocol on this thread, through the log's own storage:
+    /// installs `data` as the reserved file, durably. An I/O error stops the log
+    /// (like every WAL I/O error); [`crate::write_snapshot_file`] on a separate
+    /// storage handle does not.
+    pub fn write_reserved_snapshot_file(
+        &mut self,
+        reservation: &SnapshotFileReservation,
+        data: &[u8],
+    ) -> Result<WrittenSnapshotFile, RaftLogError> {
+        self.check_reservation(reservation.file_number);
+        self.wal.install_file(&reservation.file_name(), data)?;
+        Ok(WrittenSnapshotFile::describing(
+            reservation.file_number,
+            data,
+        ))
+    }
+
+    /// Step 3 of the protocol: durably records the application snapshot at
+    /// `meta.last_index` whose data `written` holds, drops the entries up to it,
+    /// removes the superseded file and compacts (see [`RaftLog::save_snapshot`]).
+    ///
+    /// Refuses with `StaleSnapshot` a snapshot older than the stored one (one
+    /// installed from the leader while the file was written) and with
+    /// `MembershipTooLarge` an oversized membership; either way `written`'s file
+    /// is removed and the log is unchanged.
+    pub fn complete_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        written: WrittenSnapshotFile,
+    ) -> Result<(), RaftLogError> {
+        self.check_reservation(written.file_number);
+        if let Err(refused) = self
+            .check_stale(meta)
+            .and_then(|()| check_membership(&meta.membership))
+        {
+            // Nothing will ever reference the file: remove it now rather than at
+            // the next open.
+            self.wal
+                .remove_file(&snapshot_file_name(written.file_number))?;
+            return Err(refused);
+        }
         let index = meta.last_index;
         assert!(
             index <= self.last_index(),
@@ -244,7 +306,25 @@ impl<S: Storage> RaftLog<S> {
                 location.term
             );
         }
-        self.replace_snapshot(meta, data, true)
+        self.record_snapshot(meta, &written, true)
+    }
+
+    fn check_stale(&self, meta: &SnapshotMeta) -> Result<(), RaftLogError> {
+        if meta.last_index < self.snapshot.meta.last_index {
+            return Err(RaftLogError::StaleSnapshot {
+                offered: meta.last_index,
+                stored: self.snapshot.meta.last_index,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_reservation(&self, file_number: u64) {
+        assert!(
+            file_number < self.next_snapshot_file_number
+                && file_number != self.snapshot.file_number,
+            "snapshot file {file_number} was not reserved, or is the current one"
+        );
     }
 
     fn replace_snapshot(
@@ -253,14 +333,23 @@ impl<S: Storage> RaftLog<S> {
         data: &[u8],
         keep_entries_after: bool,
     ) -> Result<(), RaftLogError> {
-        if meta.last_index < self.snapshot.meta.last_index {
-            return Err(RaftLogError::StaleSnapshot {
-                offered: meta.last_index,
-                stored: self.snapshot.meta.last_index,
-            });
-        }
+        self.check_stale(meta)?;
+        check_membership(&meta.membership)?;
+        let reservation = self.reserve_snapshot_file();
+        let written = self.write_reserved_snapshot_file(&reservation, data)?;
+        self.record_snapshot(meta, &written, keep_entries_after)
+    }
+
+    /// Appends and syncs the record referencing the durable file `written`, then
+    /// removes the superseded file and compacts.
+    fn record_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        written: &WrittenSnapshotFile,
+        keep_entries_after: bool,
+    ) -> Result<(), RaftLogError> {
         let superseded = snapshot_file_name(self.snapshot.file_number);
-        self.store_snapshot(meta, data, keep_entries_after)?;
+        self.append_snapshot_record(meta, written, keep_entries_after)?;
         self.sync()?;
         // The new snapshot record is durable: no replay will look for the old file.
         // (Were this removal lost in a crash, `open` removes the file again.)
@@ -268,27 +357,22 @@ impl<S: Storage> RaftLog<S> {
         self.compact()
     }
 
-    /// Installs the data file, then buffers the record that points to it.
-    fn store_snapshot(
+    /// Buffers the record that points to the (already durable) data file.
+    fn append_snapshot_record(
         &mut self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        written: &WrittenSnapshotFile,
         keep_entries_after: bool,
     ) -> Result<(), RaftLogError> {
-        check_membership(&meta.membership)?;
-        let file_number = self.next_snapshot_file_number;
         // The data file is durable (written, fsynced, renamed, directory fsynced)
         // before the record referring to it is even written: a durable record must
         // never point to a file a crash could lose. A new number each time, so the
         // file the current record points to is never replaced.
-        self.wal
-            .install_file(&snapshot_file_name(file_number), data)?;
-        self.next_snapshot_file_number += 1;
         let reference = SnapshotReference {
             meta: meta.clone(),
-            file_number,
-            data_length_bytes: data.len() as u64,
-            data_checksum: crc32c::crc32c(data),
+            file_number: written.file_number,
+            data_length_bytes: written.data_length_bytes,
+            data_checksum: written.data_checksum,
             keep_entries_after,
         };
         self.wal.append(&encode_snapshot(&reference))?;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use understudy_raft::{Entry, EntryPayload, HardState, Membership, RestoredState, SnapshotMeta};
-use understudy_raft_log::{RaftLog, RaftLogError, RaftLogOptions};
+use understudy_raft_log::{write_snapshot_file, RaftLog, RaftLogError, RaftLogOptions};
 use understudy_types::{LogIndex, NodeId, Term};
 use understudy_wal::{CrashFaults, SimDisk, WalOptions};
 
@@ -141,7 +141,14 @@ fn step(
                 membership: Membership::with_voters([NodeId(1)]),
             };
             let data = random_data(rng);
-            apply_snapshot(log, history, meta, data, true, false)?;
+            // Half the application snapshots take the two-step path, the file
+            // written through a second handle on the disk, as the node does.
+            let saved = if rng.gen_bool(0.5) {
+                Saved::TwoStep
+            } else {
+                Saved::OneCall
+            };
+            apply_snapshot(log, history, meta, data, true, saved)?;
         }
         _ => {
             let keep = rng.gen_bool(0.5) && state.last_index() > state.snapshot.0.last_index.get();
@@ -156,10 +163,20 @@ fn step(
                 membership: Membership::with_voters([NodeId(2), NodeId(3)]),
             };
             let data = random_data(rng);
-            apply_snapshot(log, history, meta, data, keep, true)?;
+            apply_snapshot(log, history, meta, data, keep, Saved::Installed)?;
         }
     }
     Ok(())
+}
+
+/// How a snapshot reaches the log.
+enum Saved {
+    /// `install_snapshot` (from a leader).
+    Installed,
+    /// `save_snapshot`.
+    OneCall,
+    /// Reserve, `write_snapshot_file` on a second handle, `complete_snapshot`.
+    TwoStep,
 }
 
 fn apply_snapshot(
@@ -168,8 +185,16 @@ fn apply_snapshot(
     meta: SnapshotMeta,
     data: Vec<u8>,
     keep_entries_after: bool,
-    installed: bool,
+    saved: Saved,
 ) -> Result<(), RaftLogError> {
+    let written = match saved {
+        Saved::TwoStep => {
+            let reservation = log.reserve_snapshot_file();
+            let mut writer_disk = log.wal().storage().clone();
+            Some(write_snapshot_file(&mut writer_disk, &reservation, &data)?)
+        }
+        Saved::Installed | Saved::OneCall => None,
+    };
     let mut next = history.current().clone();
     if keep_entries_after {
         next.entries.retain(|entry| entry.index > meta.last_index);
@@ -180,10 +205,10 @@ fn apply_snapshot(
     // The snapshot record is written (and may survive a crash) before the call
     // returns; once it returns, it is durable.
     history.push(next);
-    if installed {
-        log.install_snapshot(&meta, &data, keep_entries_after)?;
-    } else {
-        log.save_snapshot(&meta, &data)?;
+    match (saved, written) {
+        (Saved::Installed, _) => log.install_snapshot(&meta, &data, keep_entries_after)?,
+        (Saved::TwoStep, Some(written)) => log.complete_snapshot(&meta, written)?,
+        _ => log.save_snapshot(&meta, &data)?,
     }
     history.acknowledge();
     Ok(())

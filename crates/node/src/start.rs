@@ -35,6 +35,11 @@ pub struct NodeOptions {
     /// The Raft core's tick.
     pub tick: Duration,
     /// Take a snapshot (compacting the log) after this many applied entries.
+    /// The default, 100,000, is etcd's: a snapshot serializes the whole state
+    /// (up to the 32 MiB of kv history plus the keys) on the driver thread, and
+    /// measured with 128 writers, every 10,000 entries put the p99 at 74–96 ms
+    /// against 11–14 ms every 100,000. The cost is up to that many entries in
+    /// memory and replayed at restart.
     pub snapshot_threshold_entries: u64,
 }
 
@@ -42,7 +47,7 @@ impl Default for NodeOptions {
     fn default() -> NodeOptions {
         NodeOptions {
             tick: Duration::from_millis(10),
-            snapshot_threshold_entries: 10_000,
+            snapshot_threshold_entries: 100_000,
         }
     }
 }

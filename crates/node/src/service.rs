@@ -66,6 +66,16 @@ enum Attempt<T> {
 }
 
 impl NodeService {
+    /// Forwards `request` to `leader` over this node's connection pool.
+    async fn forward_to(
+        &self,
+        leader: u64,
+        request: ForwardRequest,
+        deadline: Instant,
+    ) -> Result<ForwardResponse, ForwardFailure> {
+        forward(&self.shared, &self.forward_pool, leader, request, deadline).await
+    }
+
     /// A service over the driver's `inputs`.
     pub fn new(shared: Arc<Shared>, inputs: SyncSender<Input>) -> NodeService {
         NodeService {
@@ -141,15 +151,7 @@ impl NodeService {
                 Attempt::NotLeader(hint) => hint,
             };
             if let Some(leader) = hint.filter(|leader| *leader != self.shared.id) {
-                match forward(
-                    &self.shared,
-                    &self.forward_pool,
-                    leader,
-                    request.clone(),
-                    deadline,
-                )
-                .await
-                {
+                match self.forward_to(leader, request.clone(), deadline).await {
                     // A node that was no longer the leader appended nothing: retry.
                     Ok(response) if never_appended(&response) => {}
                     Ok(response) => return Ok(RouteOutcome::Forwarded(response)),
@@ -355,22 +357,12 @@ impl NodeService {
                         _ => Err(unavailable("not a membership request")),
                     }
                 }
-                Some(leader) => {
-                    match forward(
-                        &self.shared,
-                        &self.forward_pool,
-                        leader,
-                        request.clone(),
-                        deadline,
-                    )
-                    .await
-                    {
-                        Ok(ForwardResponse::Cluster(result)) => return result.map_err(from_wire),
-                        Ok(_) => return Err(timeout("unexpected answer")),
-                        Err(ForwardFailure { sent: true, detail }) => return Err(timeout(detail)),
-                        Err(ForwardFailure { sent: false, .. }) => {}
-                    }
-                }
+                Some(leader) => match self.forward_to(leader, request.clone(), deadline).await {
+                    Ok(ForwardResponse::Cluster(result)) => return result.map_err(from_wire),
+                    Ok(_) => return Err(timeout("unexpected answer")),
+                    Err(ForwardFailure { sent: true, detail }) => return Err(timeout(detail)),
+                    Err(ForwardFailure { sent: false, .. }) => {}
+                },
                 None => {}
             }
             if Instant::now() + RETRY_PAUSE >= deadline {

@@ -96,6 +96,23 @@ pub const NODE_INPUT_QUEUE_MAX: usize = 16 * 1024;
 /// Largest node metadata file (cluster id, node id, boot count).
 pub const NODE_METADATA_BYTES_MAX: u64 = 4096;
 
+/// Largest WebAssembly module a guest host accepts (checked before compiling).
+pub const GUEST_MODULE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Default linear-memory limit of one guest (its `ResourceLimiter`).
+pub const GUEST_MEMORY_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
+/// Bytes one guest host call moves at most (one stdin read, one `fd_write`, one
+/// slice of `random_get`, one reactor input record); larger requests are cut short
+/// (reads, writes) or served in slices (random bytes), as WASI allows.
+pub const GUEST_IO_BYTES_MAX: usize = 1024 * 1024;
+/// Arguments plus environment entries given to a guest at birth, at most.
+pub const GUEST_ARGS_ENV_ENTRIES_MAX: usize = 1024;
+/// Bytes of all arguments plus environment entries given to a guest, at most.
+pub const GUEST_ARGS_ENV_BYTES_MAX: usize = 64 * 1024;
+/// Elements a guest's table may grow to, at most (its `ResourceLimiter`).
+pub const GUEST_TABLE_ELEMENTS_MAX: usize = 1_000_000;
+/// Subscriptions in one `poll_oneoff` call, at most.
+pub const GUEST_POLL_SUBSCRIPTIONS_MAX: usize = 1024;
+
 const _: () = assert!(WAL_SEGMENT_BYTES_TARGET < WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_BATCH_BYTES_MAX + 4096 <= WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_RECORD_PAYLOAD_BYTES_MAX + 1024 <= WAL_BATCH_BYTES_MAX);
@@ -112,3 +129,4 @@ const _: () = assert!(API_WATCH_BATCH_EVENTS_MAX <= KV_RANGE_LIMIT_MAX);
 const _: () = assert!(API_JSON_BODY_BYTES_MAX >= KV_COMMAND_BYTES_MAX);
 const _: () = assert!(KV_COMMAND_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);
 const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);
+const _: () = assert!(GUEST_IO_BYTES_MAX <= WAL_RECORD_PAYLOAD_BYTES_MAX as usize);

@@ -1,0 +1,337 @@
+//! [`GuestInstance`]: one running guest and its driver.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use understudy_types::limits::{
+    GUEST_ARGS_ENV_BYTES_MAX, GUEST_ARGS_ENV_ENTRIES_MAX, GUEST_IO_BYTES_MAX,
+};
+use wasmtime::{Instance, InstancePre, Linker, Store};
+
+use crate::engine::{GuestEngine, GuestModule, ImportName, ModuleKind, FUEL_TOTAL};
+use crate::record::{InputLog, Output};
+use crate::wasi::{self, lock, HostState, MemoryLimiter, Shared};
+use crate::GuestError;
+
+/// What a guest is given at birth and keeps for its whole life.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Birth {
+    /// `argv`, including the program name first.
+    pub args: Vec<String>,
+    /// Environment entries, `NAME=value`.
+    pub env: Vec<String>,
+}
+
+/// How a step of the driver ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The command called `proc_exit(code)` or returned from `_start` (code 0).
+    Exited(i32),
+    /// The reactor's handler returned; the instance takes the next record.
+    Returned,
+    /// The guest is parked in `fd_read(stdin)` waiting for input; `run` again later.
+    Blocked,
+    /// The guest used up its fuel slice; `run` again to resume it.
+    OutOfFuel,
+    /// The guest trapped (or was killed by the epoch deadline): the instance is over.
+    Trapped(String),
+}
+
+/// Which guest call a running future executes.
+enum Call {
+    Start,
+    Handler(Bytes),
+}
+
+type CallResult<L> = (Store<HostState<L>>, wasmtime::Result<Instance>);
+type CallFuture<L> = Pin<Box<dyn Future<Output = CallResult<L>> + Send>>;
+
+enum State<L: 'static> {
+    /// Not running: the store, and the instance once instantiated.
+    Idle(Store<HostState<L>>, Option<Instance>),
+    /// A call is under way (parked, out of fuel, or not polled yet).
+    Running(CallFuture<L>),
+    /// Exited, trapped or diverged.
+    Finished,
+}
+
+/// One guest: its store, its host state and the call under way.
+pub struct GuestInstance<L: InputLog + 'static> {
+    shared: Arc<Mutex<Shared<L>>>,
+    pre: InstancePre<HostState<L>>,
+    kind: ModuleKind,
+    unsupported_imports: Vec<ImportName>,
+    state: State<L>,
+}
+
+impl<L: InputLog + 'static> std::fmt::Debug for GuestInstance<L> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GuestInstance")
+            .field("kind", &self.kind)
+            .field("parked_in_stdin", &self.is_parked_in_stdin())
+            .finish()
+    }
+}
+
+/// Arguments or environment entries as the guest sees them (without the NUL).
+type Entries = Vec<Vec<u8>>;
+
+fn check_birth(birth: &Birth) -> Result<(Entries, Entries), GuestError> {
+    let entries = birth.args.iter().chain(&birth.env);
+    let count = birth.args.len() + birth.env.len();
+    let bytes: usize = entries.clone().map(|entry| entry.len() + 1).sum();
+    if count > GUEST_ARGS_ENV_ENTRIES_MAX || bytes > GUEST_ARGS_ENV_BYTES_MAX {
+        return Err(GuestError::InvalidBirth(format!(
+            "{count} entries, {bytes} bytes"
+        )));
+    }
+    if entries.clone().any(|entry| entry.contains('\0')) {
+        return Err(GuestError::InvalidBirth(
+            "an entry contains a NUL byte".into(),
+        ));
+    }
+    let to_bytes = |list: &[String]| list.iter().map(|entry| entry.as_bytes().to_vec()).collect();
+    Ok((to_bytes(&birth.args), to_bytes(&birth.env)))
+}
+
+impl<L: InputLog + 'static> GuestInstance<L> {
+    /// Links `module` (unsupported imports to `ENOSYS` stubs) and prepares a store;
+    /// the module is instantiated by the first [`Self::run`] or [`Self::call_handler`].
+    pub fn new(
+        engine: &GuestEngine,
+        module: &GuestModule,
+        birth: &Birth,
+        inputs: L,
+    ) -> Result<Self, GuestError> {
+        let (args, env) = check_birth(birth)?;
+        let shared = Arc::new(Mutex::new(Shared {
+            inputs,
+            outputs: Vec::new(),
+            next_oseq: 1,
+            parked_in_stdin: false,
+            monotonic_offset_nanos: 0,
+            args,
+            env,
+            closed: [false; 3],
+            exit_code: None,
+            failure: None,
+        }));
+        let link_error =
+            |error: wasmtime::Error| GuestError::InvalidModule(format!("link: {error:#}"));
+        let mut linker = Linker::new(engine.engine());
+        wasi::define(&mut linker).map_err(link_error)?;
+        wasi::define_stubs(&mut linker, &module.module).map_err(link_error)?;
+        let pre = linker.instantiate_pre(&module.module).map_err(link_error)?;
+        let config = engine.config();
+        let limiter = MemoryLimiter {
+            memory_bytes_max: config.memory_bytes_max,
+        };
+        let mut store = Store::new(
+            engine.engine(),
+            HostState {
+                shared: shared.clone(),
+                limiter,
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        let store_error = |error: wasmtime::Error| GuestError::Engine(format!("{error:#}"));
+        store.set_fuel(FUEL_TOTAL).map_err(store_error)?;
+        if let Some(slice) = config.fuel_slice {
+            store
+                .fuel_async_yield_interval(Some(slice))
+                .map_err(store_error)?;
+        }
+        store.set_epoch_deadline(config.epoch_deadline_ticks);
+        store.epoch_deadline_trap();
+        Ok(Self {
+            shared,
+            pre,
+            kind: module.kind(),
+            unsupported_imports: module.unsupported_imports().to_vec(),
+            state: State::Idle(store, None),
+        })
+    }
+
+    /// Runs a command guest from `_start`, or resumes the call under way (parked in
+    /// stdin, out of fuel), until it exits, traps, parks or runs out of fuel.
+    pub fn run(&mut self) -> Result<RunOutcome, GuestError> {
+        match &self.state {
+            State::Running(_) => {}
+            State::Idle(..) if self.kind == ModuleKind::Command => self.start(Call::Start)?,
+            State::Idle(..) => {
+                return Err(GuestError::WrongState("a reactor has no _start".into()))
+            }
+            State::Finished => return Err(GuestError::WrongState("the guest has finished".into())),
+        }
+        self.poll()
+    }
+
+    /// Delivers one input record to a reactor: `input_buffer(len)`, copy, then
+    /// `handle_input(len)`. The record is logged (or checked against the log) first.
+    pub fn call_handler(&mut self, record: &[u8]) -> Result<RunOutcome, GuestError> {
+        if self.kind != ModuleKind::Reactor {
+            return Err(GuestError::WrongState(
+                "call_handler needs a reactor".into(),
+            ));
+        }
+        if record.len() > GUEST_IO_BYTES_MAX {
+            return Err(GuestError::RecordTooLarge {
+                bytes: record.len(),
+            });
+        }
+        let State::Idle(store, _) = &self.state else {
+            return Err(GuestError::WrongState(
+                "a call is under way or the guest finished".into(),
+            ));
+        };
+        // get_fuel fails only without fuel metering, which GuestEngine always enables.
+        let fuel = FUEL_TOTAL - store.get_fuel().unwrap_or(FUEL_TOTAL);
+        let logged = lock(&self.shared).inputs.handler_input(record, fuel);
+        if let Err(error) = logged {
+            self.state = State::Finished;
+            return Err(error);
+        }
+        self.start(Call::Handler(Bytes::copy_from_slice(record)))?;
+        self.poll()
+    }
+
+    /// Whether the guest waits in `fd_read(stdin)` for input (the parked state).
+    pub fn is_parked_in_stdin(&self) -> bool {
+        matches!(self.state, State::Running(_)) && lock(&self.shared).parked_in_stdin
+    }
+
+    /// Stops the guest for good, wherever it is (parked in stdin, out of fuel, idle):
+    /// its fiber and store are dropped. A guest running inside `run` without a fuel
+    /// slice can only be stopped by [`crate::GuestEngine::increment_epoch`].
+    pub fn kill(&mut self) {
+        self.state = State::Finished;
+        lock(&self.shared).parked_in_stdin = false;
+    }
+
+    /// Whether the guest exited, trapped, diverged or was killed.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+
+    /// Outputs written since the last call, in oseq order.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut lock(&self.shared).outputs)
+    }
+
+    /// Runs `action` on the input log (e.g. to queue stdin on a recorder's source,
+    /// or read the records logged so far).
+    pub fn with_inputs<R>(&self, action: impl FnOnce(&mut L) -> R) -> R {
+        action(&mut lock(&self.shared).inputs)
+    }
+
+    /// The offset added to the monotonic clock source.
+    pub fn monotonic_offset_nanos(&self) -> u64 {
+        lock(&self.shared).monotonic_offset_nanos
+    }
+
+    /// Sets the monotonic clock offset (a new primary after failover sets it so the
+    /// guest's monotonic clock continues from the last value it observed).
+    pub fn set_monotonic_offset_nanos(&mut self, offset_nanos: u64) {
+        lock(&self.shared).monotonic_offset_nanos = offset_nanos;
+    }
+
+    /// Imports linked to `ENOSYS` stubs.
+    pub fn unsupported_imports(&self) -> &[ImportName] {
+        &self.unsupported_imports
+    }
+
+    fn start(&mut self, call: Call) -> Result<(), GuestError> {
+        let State::Idle(mut store, instance) = std::mem::replace(&mut self.state, State::Finished)
+        else {
+            return Err(GuestError::WrongState("no idle store".into()));
+        };
+        let pre = self.pre.clone();
+        let kind = self.kind;
+        self.state = State::Running(Box::pin(async move {
+            let result = execute(&mut store, &pre, kind, instance, call).await;
+            (store, result)
+        }));
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<RunOutcome, GuestError> {
+        let State::Running(future) = &mut self.state else {
+            return Err(GuestError::WrongState("nothing is running".into()));
+        };
+        // Nothing ever wakes this waker: the driver decides when to poll again.
+        let mut context = Context::from_waker(Waker::noop());
+        let (store, result) = match future.as_mut().poll(&mut context) {
+            Poll::Pending if lock(&self.shared).parked_in_stdin => return Ok(RunOutcome::Blocked),
+            Poll::Pending => return Ok(RunOutcome::OutOfFuel),
+            Poll::Ready(ready) => ready,
+        };
+        self.state = State::Finished;
+        let mut shared = lock(&self.shared);
+        shared.parked_in_stdin = false;
+        if let Some(failure) = shared.failure.take() {
+            return Err(failure);
+        }
+        if let Some(code) = shared.exit_code {
+            return Ok(RunOutcome::Exited(code));
+        }
+        match result {
+            Ok(_) if self.kind == ModuleKind::Command => Ok(RunOutcome::Exited(0)),
+            Ok(instance) => {
+                self.state = State::Idle(store, Some(instance));
+                Ok(RunOutcome::Returned)
+            }
+            Err(error) => Ok(RunOutcome::Trapped(format!("{error:#}"))),
+        }
+    }
+}
+
+/// Instantiates on first use (running a reactor's `_initialize`), then makes `call`.
+async fn execute<L: InputLog + 'static>(
+    store: &mut Store<HostState<L>>,
+    pre: &InstancePre<HostState<L>>,
+    kind: ModuleKind,
+    instance: Option<Instance>,
+    call: Call,
+) -> wasmtime::Result<Instance> {
+    let instance = match instance {
+        Some(instance) => instance,
+        None => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            if kind == ModuleKind::Reactor {
+                if let Ok(initialize) =
+                    instance.get_typed_func::<(), ()>(&mut *store, "_initialize")
+                {
+                    initialize.call_async(&mut *store, ()).await?;
+                }
+            }
+            instance
+        }
+    };
+    match call {
+        Call::Start => {
+            let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+            start.call_async(&mut *store, ()).await?;
+        }
+        Call::Handler(record) => {
+            let length = u32::try_from(record.len())?;
+            let buffer = instance.get_typed_func::<u32, u32>(&mut *store, "input_buffer")?;
+            let pointer = buffer.call_async(&mut *store, length).await?;
+            if pointer == 0 {
+                return Err(wasmtime::Error::msg(format!(
+                    "input_buffer({length}) returned no buffer"
+                )));
+            }
+            let memory = instance
+                .get_memory(&mut *store, "memory")
+                .ok_or_else(|| wasmtime::Error::msg("the reactor exports no memory"))?;
+            memory.write(&mut *store, pointer as usize, &record)?;
+            let handle = instance.get_typed_func::<u32, ()>(&mut *store, "handle_input")?;
+            handle.call_async(&mut *store, length).await?;
+        }
+    }
+    Ok(instance)
+}

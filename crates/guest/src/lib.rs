@@ -1,0 +1,95 @@
+//! `understudy-guest`: a deterministic WASI preview 1 host with record and replay,
+//! the first layer of understudy's process pairs.
+//!
+//! # What is recorded
+//! Every value a guest observes from outside goes through one [`InputLog`]: stdin
+//! bytes and end of input, clock readings, random bytes, and the records delivered to
+//! a reactor's handler. On the primary a [`Recorder`] asks the live [`HostInputs`]
+//! (e.g. [`SystemInputs`]) and appends a [`Record`] `{ lsn, kind, payload,
+//! fuel_consumed }`; on the backup a [`Replayer`] hands the logged records back in
+//! order and reports [`GuestError::Divergence`] when the guest asks for another kind,
+//! at another fuel position, or for a different length — and
+//! [`GuestError::LogExhausted`] when the log ends — never continuing silently.
+//! A stdin read with no input yet is not an observation and is not logged.
+//!
+//! # What is an output
+//! Each non-empty `fd_write` to stdout or stderr becomes an [`Output`] `{ oseq,
+//! stream, bytes, depends_on_lsn }` collected by the host ([`GuestInstance::take_outputs`]);
+//! the pair protocol will hold it until the backup acknowledged `depends_on_lsn`.
+//!
+//! # The parked state
+//! The engine runs guests with wasmtime's async support on a fiber. A command
+//! guest's `fd_read(stdin)` with no input makes its host future pending: the fiber
+//! suspends inside that host call and [`GuestInstance::run`] returns
+//! [`RunOutcome::Blocked`], with [`GuestInstance::is_parked_in_stdin`] true. No OS
+//! thread blocks and nothing spins; the next `run` retries the read. This is the exact
+//! point where the later Asyncify step will unwind the guest to checkpoint it.
+//! Reactors are driven by [`GuestInstance::call_handler`].
+//!
+//! # Determinism
+//! NaN canonicalisation is on, threads are off, SIMD is on with relaxed SIMD in its
+//! deterministic mode; fuel metering gives a deterministic position (logged with each
+//! record and checked on replay), and an optional fuel slice makes `run` return
+//! [`RunOutcome::OutOfFuel`] (resumable) instead of trapping. Epoch interruption only
+//! kills runaway guests. Everything else the guest can see (args, environment, file
+//! descriptor table, clock resolution) is fixed at birth or constant; the monotonic
+//! clock is the source's reading plus a host-state offset, so after a failover it
+//! never goes backwards. `poll_oneoff` clock subscriptions fire at once.
+
+mod engine;
+mod instance;
+mod record;
+mod wasi;
+
+pub use engine::{GuestConfig, GuestEngine, GuestModule, ImportName, ModuleKind};
+pub use instance::{Birth, GuestInstance, RunOutcome};
+pub use record::{
+    HostInputs, InputLog, Output, Record, RecordKind, Recorder, Replayer, StdinRead, Stream,
+    SystemInputs, CLOCK_MONOTONIC, CLOCK_REALTIME,
+};
+pub use wasi::{ERRNO_NOSYS, WASI_MODULE};
+
+/// Everything that can go wrong hosting a guest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    /// The wasmtime engine could not be configured.
+    #[error("engine configuration: {0}")]
+    Engine(String),
+    /// The module is larger than `GUEST_MODULE_BYTES_MAX`.
+    #[error("module of {bytes} bytes exceeds the limit")]
+    ModuleTooLarge {
+        /// Its size.
+        bytes: usize,
+    },
+    /// The module did not validate or compile, or imports something not a function.
+    #[error("invalid module: {0}")]
+    InvalidModule(String),
+    /// Arguments or environment exceed their limits or contain a NUL byte.
+    #[error("invalid birth arguments: {0}")]
+    InvalidBirth(String),
+    /// An input record exceeds `GUEST_IO_BYTES_MAX`.
+    #[error("input record of {bytes} bytes exceeds the limit")]
+    RecordTooLarge {
+        /// Its size.
+        bytes: usize,
+    },
+    /// The replayed guest asked for something other than what was logged.
+    #[error("replay diverged at lsn {lsn}: {detail}")]
+    Divergence {
+        /// The logged record that did not match.
+        lsn: u64,
+        /// What differed.
+        detail: String,
+    },
+    /// The replayed guest asked for an input past the end of the log.
+    #[error("replay log exhausted after lsn {after_lsn}: guest asked for {wanted:?}")]
+    LogExhausted {
+        /// What the guest asked for.
+        wanted: RecordKind,
+        /// The last replayed lsn.
+        after_lsn: u64,
+    },
+    /// The call does not fit the module kind or the instance's state.
+    #[error("not possible now: {0}")]
+    WrongState(String),
+}

@@ -1,0 +1,387 @@
+//! Inputs and outputs of a guest: the [`HostInputs`] source, the [`Recorder`] (primary)
+//! and [`Replayer`] (backup) that log every input, and the [`Output`]s the host collects.
+
+use std::collections::VecDeque;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::GuestError;
+
+/// WASI `CLOCKID_REALTIME`.
+pub const CLOCK_REALTIME: u32 = 0;
+/// WASI `CLOCKID_MONOTONIC`.
+pub const CLOCK_MONOTONIC: u32 = 1;
+
+/// The answer of a stdin read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StdinRead {
+    /// Bytes read (never empty, at most the requested count).
+    Data(Bytes),
+    /// End of input: the guest's read returns 0.
+    Eof,
+    /// No input yet: the guest parks in `fd_read` until input arrives.
+    Pending,
+}
+
+/// The real source of everything a guest observes from outside. Only a primary
+/// asks it (through a [`Recorder`]); a backup replays what the primary logged.
+pub trait HostInputs: Send {
+    /// Bytes for a stdin read of at most `max` bytes, end of input, or pending.
+    fn read_stdin(&mut self, max: usize) -> StdinRead;
+    /// The reading of WASI clock `clock_id`, in nanoseconds.
+    fn clock(&mut self, clock_id: u32) -> u64;
+    /// `length` random bytes.
+    fn random(&mut self, length: usize) -> Bytes;
+}
+
+/// What one logged input was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordKind {
+    /// Bytes returned by a stdin read (the payload).
+    StdinData,
+    /// A stdin read that returned end of input (empty payload).
+    StdinEof,
+    /// A clock reading of the given WASI clock (payload: nanoseconds, u64 LE).
+    Clock {
+        /// The WASI clock id the guest asked for.
+        clock_id: u32,
+    },
+    /// Random bytes (the payload).
+    Random,
+    /// One input record delivered to a reactor's `handle_input` (the payload).
+    HandlerInput,
+}
+
+/// One logged input, numbered by its log sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Log sequence number, from 1, without gaps.
+    pub lsn: u64,
+    /// What the input was.
+    pub kind: RecordKind,
+    /// Its value.
+    pub payload: Bytes,
+    /// Fuel the guest had consumed when it asked: a deterministic position, checked
+    /// on replay.
+    pub fuel_consumed: u64,
+}
+
+/// Standard stream an output was written to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    /// File descriptor 1.
+    Stdout,
+    /// File descriptor 2.
+    Stderr,
+}
+
+/// Bytes the guest wrote; released by the pair protocol once the backup
+/// acknowledged `depends_on_lsn`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Output sequence number, from 1, without gaps (receivers deduplicate by it).
+    pub oseq: u64,
+    /// Stream written.
+    pub stream: Stream,
+    /// Bytes of one `fd_write` call.
+    pub bytes: Bytes,
+    /// Lsn of the last input logged before this output (0: none).
+    pub depends_on_lsn: u64,
+}
+
+/// How the host obtains inputs: either recording them from a live source or
+/// replaying them from a log. Both check nothing silently differs.
+pub trait InputLog: Send {
+    /// A stdin read of at most `max` bytes.
+    fn read_stdin(&mut self, max: usize, fuel_consumed: u64) -> Result<StdinRead, GuestError>;
+    /// A reading of clock `clock_id` in nanoseconds (before the monotonic offset).
+    fn clock(&mut self, clock_id: u32, fuel_consumed: u64) -> Result<u64, GuestError>;
+    /// `length` random bytes.
+    fn random(&mut self, length: usize, fuel_consumed: u64) -> Result<Bytes, GuestError>;
+    /// A reactor input record: the primary logs `record`; a backup checks it
+    /// against its log.
+    fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError>;
+    /// Lsn of the last input logged or replayed (0: none).
+    fn last_lsn(&self) -> u64;
+}
+
+/// The primary's input log: asks the real source and appends a [`Record`].
+#[derive(Debug)]
+pub struct Recorder<I: HostInputs> {
+    source: I,
+    records: Vec<Record>,
+}
+
+impl<I: HostInputs> Recorder<I> {
+    /// A recorder over `source` with an empty log.
+    pub fn new(source: I) -> Self {
+        Self {
+            source,
+            records: Vec::new(),
+        }
+    }
+
+    /// The records logged so far, in lsn order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The live source (e.g. to queue stdin).
+    pub fn source_mut(&mut self) -> &mut I {
+        &mut self.source
+    }
+
+    fn append(&mut self, kind: RecordKind, payload: Bytes, fuel_consumed: u64) {
+        let lsn = self.last_lsn() + 1;
+        self.records.push(Record {
+            lsn,
+            kind,
+            payload,
+            fuel_consumed,
+        });
+    }
+}
+
+impl<I: HostInputs> InputLog for Recorder<I> {
+    fn read_stdin(&mut self, max: usize, fuel_consumed: u64) -> Result<StdinRead, GuestError> {
+        let read = self.source.read_stdin(max);
+        match &read {
+            StdinRead::Data(bytes) => {
+                assert!(
+                    !bytes.is_empty() && bytes.len() <= max,
+                    "source returned a bad read"
+                );
+                self.append(RecordKind::StdinData, bytes.clone(), fuel_consumed);
+            }
+            StdinRead::Eof => self.append(RecordKind::StdinEof, Bytes::new(), fuel_consumed),
+            // Not an observation: the guest stays parked and asks again later.
+            StdinRead::Pending => {}
+        }
+        Ok(read)
+    }
+
+    fn clock(&mut self, clock_id: u32, fuel_consumed: u64) -> Result<u64, GuestError> {
+        let nanos = self.source.clock(clock_id);
+        let payload = Bytes::copy_from_slice(&nanos.to_le_bytes());
+        self.append(RecordKind::Clock { clock_id }, payload, fuel_consumed);
+        Ok(nanos)
+    }
+
+    fn random(&mut self, length: usize, fuel_consumed: u64) -> Result<Bytes, GuestError> {
+        let bytes = self.source.random(length);
+        assert!(
+            bytes.len() == length,
+            "source returned {} random bytes, not {length}",
+            bytes.len()
+        );
+        self.append(RecordKind::Random, bytes.clone(), fuel_consumed);
+        Ok(bytes)
+    }
+
+    fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError> {
+        let payload = Bytes::copy_from_slice(record);
+        self.append(RecordKind::HandlerInput, payload, fuel_consumed);
+        Ok(())
+    }
+
+    fn last_lsn(&self) -> u64 {
+        self.records.last().map_or(0, |record| record.lsn)
+    }
+}
+
+/// The backup's input log: returns the logged records in order and reports a
+/// divergence as soon as the guest asks for something else.
+#[derive(Debug)]
+pub struct Replayer {
+    records: VecDeque<Record>,
+    last_lsn: u64,
+}
+
+impl Replayer {
+    /// A replayer of `records` (lsns must follow each other).
+    pub fn new(records: Vec<Record>) -> Self {
+        Self {
+            records: records.into(),
+            last_lsn: 0,
+        }
+    }
+
+    /// Records not replayed yet.
+    pub fn remaining(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The next record, checked against what the guest asks for.
+    fn next(&mut self, wanted: RecordKind, fuel_consumed: u64) -> Result<Record, GuestError> {
+        let Some(record) = self.records.pop_front() else {
+            return Err(GuestError::LogExhausted {
+                wanted,
+                after_lsn: self.last_lsn,
+            });
+        };
+        let diverged = |detail: String| GuestError::Divergence {
+            lsn: record.lsn,
+            detail,
+        };
+        if record.lsn != self.last_lsn + 1 {
+            return Err(diverged(format!("expected lsn {}", self.last_lsn + 1)));
+        }
+        let kind_matches = match (wanted, record.kind) {
+            // A stdin read may have been answered with data or end of input.
+            (RecordKind::StdinData, RecordKind::StdinData | RecordKind::StdinEof) => true,
+            (wanted, logged) => wanted == logged,
+        };
+        if !kind_matches {
+            return Err(diverged(format!(
+                "guest asked for {wanted:?}, log has {:?}",
+                record.kind
+            )));
+        }
+        if record.fuel_consumed != fuel_consumed {
+            return Err(diverged(format!(
+                "guest asked at fuel {fuel_consumed}, log has fuel {}",
+                record.fuel_consumed
+            )));
+        }
+        self.last_lsn = record.lsn;
+        Ok(record)
+    }
+}
+
+impl InputLog for Replayer {
+    fn read_stdin(&mut self, max: usize, fuel_consumed: u64) -> Result<StdinRead, GuestError> {
+        let record = self.next(RecordKind::StdinData, fuel_consumed)?;
+        if record.kind == RecordKind::StdinEof {
+            return Ok(StdinRead::Eof);
+        }
+        if record.payload.is_empty() || record.payload.len() > max {
+            let detail = format!(
+                "read of at most {max} bytes, log has {}",
+                record.payload.len()
+            );
+            return Err(GuestError::Divergence {
+                lsn: record.lsn,
+                detail,
+            });
+        }
+        Ok(StdinRead::Data(record.payload))
+    }
+
+    fn clock(&mut self, clock_id: u32, fuel_consumed: u64) -> Result<u64, GuestError> {
+        let record = self.next(RecordKind::Clock { clock_id }, fuel_consumed)?;
+        let nanos: [u8; 8] = record.payload.as_ref().try_into().map_err(|_| {
+            let detail = format!("clock payload of {} bytes", record.payload.len());
+            GuestError::Divergence {
+                lsn: record.lsn,
+                detail,
+            }
+        })?;
+        Ok(u64::from_le_bytes(nanos))
+    }
+
+    fn random(&mut self, length: usize, fuel_consumed: u64) -> Result<Bytes, GuestError> {
+        let record = self.next(RecordKind::Random, fuel_consumed)?;
+        if record.payload.len() != length {
+            let detail = format!(
+                "{length} random bytes wanted, log has {}",
+                record.payload.len()
+            );
+            return Err(GuestError::Divergence {
+                lsn: record.lsn,
+                detail,
+            });
+        }
+        Ok(record.payload)
+    }
+
+    fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError> {
+        let logged = self.next(RecordKind::HandlerInput, fuel_consumed)?;
+        if logged.payload.as_ref() != record {
+            let detail = "reactor input differs from the log".to_string();
+            return Err(GuestError::Divergence {
+                lsn: logged.lsn,
+                detail,
+            });
+        }
+        Ok(())
+    }
+
+    fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+}
+
+/// The live source of a primary: queued stdin, the system clocks and the
+/// operating system's random generator.
+#[derive(Debug)]
+pub struct SystemInputs {
+    stdin: VecDeque<Bytes>,
+    stdin_closed: bool,
+    started: Instant,
+}
+
+impl Default for SystemInputs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SystemInputs {
+    /// A source with no stdin queued yet.
+    pub fn new() -> Self {
+        Self {
+            stdin: VecDeque::new(),
+            stdin_closed: false,
+            started: Instant::now(),
+        }
+    }
+
+    /// Queues bytes for stdin (ignored once closed; empty chunks are dropped).
+    pub fn push_stdin(&mut self, bytes: Bytes) {
+        if !self.stdin_closed && !bytes.is_empty() {
+            self.stdin.push_back(bytes);
+        }
+    }
+
+    /// Ends stdin: once the queue is drained, reads return end of input.
+    pub fn close_stdin(&mut self) {
+        self.stdin_closed = true;
+    }
+}
+
+impl HostInputs for SystemInputs {
+    fn read_stdin(&mut self, max: usize) -> StdinRead {
+        let Some(front) = self.stdin.front_mut() else {
+            return if self.stdin_closed {
+                StdinRead::Eof
+            } else {
+                StdinRead::Pending
+            };
+        };
+        if front.len() <= max {
+            // front_mut returned Some just above, so pop_front does too.
+            return StdinRead::Data(self.stdin.pop_front().unwrap_or_default());
+        }
+        StdinRead::Data(front.split_to(max))
+    }
+
+    fn clock(&mut self, clock_id: u32) -> u64 {
+        if clock_id == CLOCK_REALTIME {
+            let since_epoch = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            return u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
+        }
+        // Monotonic and CPU-time clocks: time since this source started.
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn random(&mut self, length: usize) -> Bytes {
+        let mut bytes = vec![0; length];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Bytes::from(bytes)
+    }
+}

@@ -1,0 +1,671 @@
+//! Our own WASI preview 1 imports. Every value the guest observes from outside goes
+//! through the [`InputLog`]; every pointer and length is checked against the guest's
+//! memory (a bad one is `EFAULT`, never a host panic).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use understudy_types::limits::{
+    GUEST_IO_BYTES_MAX, GUEST_POLL_SUBSCRIPTIONS_MAX, GUEST_TABLE_ELEMENTS_MAX,
+};
+use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Val, ValType};
+
+use crate::engine::FUEL_TOTAL;
+use crate::record::{InputLog, Output, StdinRead, Stream, CLOCK_MONOTONIC};
+use crate::GuestError;
+
+/// The WASI preview 1 import module.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+const ERRNO_SUCCESS: i32 = 0;
+const ERRNO_BADF: i32 = 8;
+const ERRNO_FAULT: i32 = 21;
+const ERRNO_INVAL: i32 = 28;
+/// WASI `ENOSYS`: what an unsupported import returns.
+pub const ERRNO_NOSYS: i32 = 52;
+const ERRNO_SPIPE: i32 = 70;
+
+const SUPPORTED: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "fd_read",
+    "fd_write",
+    "fd_close",
+    "fd_fdstat_get",
+    "fd_seek",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "clock_time_get",
+    "clock_res_get",
+    "random_get",
+    "poll_oneoff",
+    "sched_yield",
+    "proc_exit",
+];
+
+/// Whether the host implements import `module::name`.
+pub(crate) fn is_supported(module: &str, name: &str) -> bool {
+    module == WASI_MODULE && SUPPORTED.contains(&name)
+}
+
+/// Host state shared by the host functions (inside the store, which the running
+/// call owns) and the [`crate::GuestInstance`] driver (between polls).
+pub(crate) struct Shared<L> {
+    pub(crate) inputs: L,
+    pub(crate) outputs: Vec<Output>,
+    pub(crate) next_oseq: u64,
+    /// True while the guest waits in `fd_read(stdin)` for input: the parked state.
+    pub(crate) parked_in_stdin: bool,
+    /// Added to the monotonic clock, so it never goes backwards across a failover.
+    pub(crate) monotonic_offset_nanos: u64,
+    pub(crate) args: Vec<Vec<u8>>,
+    pub(crate) env: Vec<Vec<u8>>,
+    pub(crate) closed: [bool; 3],
+    /// Set by `proc_exit`.
+    pub(crate) exit_code: Option<i32>,
+    /// Set when an input could not be served (divergence, end of the log).
+    pub(crate) failure: Option<GuestError>,
+}
+
+/// The store's data.
+pub(crate) struct HostState<L> {
+    pub(crate) shared: Arc<Mutex<Shared<L>>>,
+    pub(crate) limiter: MemoryLimiter,
+}
+
+/// Locks the shared state. A poisoned lock only means a host function panicked
+/// mid-call, which already failed the run; the data stays consistent enough to read.
+pub(crate) fn lock<L>(shared: &Mutex<Shared<L>>) -> MutexGuard<'_, Shared<L>> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Memory and table limits of one guest.
+pub(crate) struct MemoryLimiter {
+    pub(crate) memory_bytes_max: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.memory_bytes_max)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= GUEST_TABLE_ELEMENTS_MAX)
+    }
+}
+
+/// A future that is pending once: parks the guest's fiber so the driver returns.
+/// It does not wake the waker on purpose: the driver polls again when it wants the
+/// guest to retry (new input arrived), never on its own.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        Poll::Pending
+    }
+}
+
+type Errno = i32;
+type HostCaller<'a, L> = Caller<'a, HostState<L>>;
+
+fn memory<L>(caller: &mut HostCaller<'_, L>) -> Result<Memory, Errno> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(memory)) => Ok(memory),
+        _ => Err(ERRNO_FAULT),
+    }
+}
+
+fn range(data: &[u8], pointer: i32, length: usize) -> Result<std::ops::Range<usize>, Errno> {
+    // Pointers are unsigned 32-bit offsets; the i32 is just how wasm passes them.
+    let start = pointer as u32 as usize;
+    let end = start.checked_add(length).ok_or(ERRNO_FAULT)?;
+    if end > data.len() {
+        return Err(ERRNO_FAULT);
+    }
+    Ok(start..end)
+}
+
+fn read_u32(data: &[u8], pointer: i32) -> Result<u32, Errno> {
+    let bytes = &data[range(data, pointer, 4)?];
+    // range() returned exactly 4 bytes.
+    Ok(u32::from_le_bytes(bytes.try_into().unwrap_or_default()))
+}
+
+fn write_bytes(data: &mut [u8], pointer: i32, bytes: &[u8]) -> Result<(), Errno> {
+    let range = range(data, pointer, bytes.len())?;
+    data[range].copy_from_slice(bytes);
+    Ok(())
+}
+
+/// The (pointer, length) pairs of an iovec array, capped at `GUEST_IO_BYTES_MAX`
+/// bytes in total (a shorter read or write is allowed by WASI).
+fn iovecs(data: &[u8], iovs: i32, count: i32) -> Result<Vec<(i32, usize)>, Errno> {
+    let count = count as u32 as usize;
+    range(data, iovs, count.checked_mul(8).ok_or(ERRNO_FAULT)?)?;
+    let mut result = Vec::new();
+    let mut total = 0usize;
+    for index in 0..count {
+        let entry = iovs.wrapping_add((index * 8) as i32);
+        let pointer = read_u32(data, entry)? as i32;
+        let length = read_u32(data, entry.wrapping_add(4))? as usize;
+        let length = length.min(GUEST_IO_BYTES_MAX - total);
+        range(data, pointer, length)?;
+        result.push((pointer, length));
+        total += length;
+    }
+    Ok(result)
+}
+
+fn fuel_consumed<L>(caller: &HostCaller<'_, L>) -> u64 {
+    // get_fuel fails only when fuel metering is off; GuestEngine always turns it on.
+    FUEL_TOTAL - caller.get_fuel().unwrap_or(FUEL_TOTAL)
+}
+
+/// Turns a failed input into a trap, remembering the reason for the driver.
+fn fail<L>(shared: &mut Shared<L>, error: GuestError) -> wasmtime::Error {
+    let message = error.to_string();
+    shared.failure = Some(error);
+    wasmtime::Error::msg(message)
+}
+
+fn errno(result: Result<(), Errno>) -> i32 {
+    result.err().unwrap_or(ERRNO_SUCCESS)
+}
+
+fn write_sizes<L>(
+    caller: &mut HostCaller<'_, L>,
+    entries: &[Vec<u8>],
+    count_ptr: i32,
+    size_ptr: i32,
+) -> i32 {
+    let count = entries.len() as u32;
+    let size: usize = entries.iter().map(|entry| entry.len() + 1).sum();
+    errno((|| {
+        let memory = memory(caller)?;
+        let data = memory.data_mut(caller);
+        write_bytes(data, count_ptr, &count.to_le_bytes())?;
+        write_bytes(data, size_ptr, &(size as u32).to_le_bytes())
+    })())
+}
+
+fn write_strings<L>(
+    caller: &mut HostCaller<'_, L>,
+    entries: &[Vec<u8>],
+    pointers: i32,
+    buffer: i32,
+) -> i32 {
+    errno((|| {
+        let memory = memory(caller)?;
+        let data = memory.data_mut(caller);
+        let mut cursor = buffer;
+        for (index, entry) in entries.iter().enumerate() {
+            write_bytes(
+                data,
+                pointers.wrapping_add(index as i32 * 4),
+                &cursor.to_le_bytes(),
+            )?;
+            write_bytes(data, cursor, entry)?;
+            write_bytes(data, cursor.wrapping_add(entry.len() as i32), &[0])?;
+            cursor = cursor.wrapping_add(entry.len() as i32 + 1);
+        }
+        Ok(())
+    })())
+}
+
+/// One attempt of `fd_read`: `Ok(None)` when no input is available yet.
+fn fd_read_once<L: InputLog>(
+    caller: &mut HostCaller<'_, L>,
+    (fd, iovs, iovs_len, nread_ptr): (i32, i32, i32, i32),
+) -> wasmtime::Result<Option<i32>> {
+    let shared = caller.data().shared.clone();
+    if fd != 0 || lock(&shared).closed[0] {
+        return Ok(Some(ERRNO_BADF));
+    }
+    let memory = match memory(caller) {
+        Ok(memory) => memory,
+        Err(code) => return Ok(Some(code)),
+    };
+    let targets = match iovecs(memory.data(&*caller), iovs, iovs_len)
+        .and_then(|targets| range(memory.data(&*caller), nread_ptr, 4).map(|_| targets))
+    {
+        Ok(targets) => targets,
+        Err(code) => return Ok(Some(code)),
+    };
+    let max: usize = targets.iter().map(|(_, length)| length).sum();
+    if max == 0 {
+        // A zero-length read observes nothing: answer without asking for input.
+        return Ok(Some(errno(write_bytes(
+            memory.data_mut(&mut *caller),
+            nread_ptr,
+            &[0; 4],
+        ))));
+    }
+    let fuel = fuel_consumed(caller);
+    let read = {
+        let mut guard = lock(&shared);
+        guard.parked_in_stdin = false;
+        match guard.inputs.read_stdin(max, fuel) {
+            Ok(StdinRead::Pending) => {
+                guard.parked_in_stdin = true;
+                return Ok(None);
+            }
+            Ok(read) => read,
+            Err(error) => return Err(fail(&mut guard, error)),
+        }
+    };
+    let bytes = match read {
+        StdinRead::Data(bytes) => bytes,
+        _ => Bytes::new(),
+    };
+    let data = memory.data_mut(&mut *caller);
+    let mut rest: &[u8] = &bytes;
+    for (pointer, length) in targets {
+        let take = length.min(rest.len());
+        // Checked by iovecs() above; memory cannot shrink in between.
+        write_bytes(data, pointer, &rest[..take])
+            .map_err(|_| wasmtime::Error::msg("iovec moved"))?;
+        rest = &rest[take..];
+    }
+    let nread = bytes.len() as u32;
+    Ok(Some(errno(write_bytes(
+        data,
+        nread_ptr,
+        &nread.to_le_bytes(),
+    ))))
+}
+
+fn fd_write<L: InputLog>(
+    caller: &mut HostCaller<'_, L>,
+    fd: i32,
+    iovs: i32,
+    count: i32,
+    written_ptr: i32,
+) -> i32 {
+    let shared = caller.data().shared.clone();
+    let stream = match fd {
+        1 => Stream::Stdout,
+        2 => Stream::Stderr,
+        _ => return ERRNO_BADF,
+    };
+    if lock(&shared).closed[fd as usize] {
+        return ERRNO_BADF;
+    }
+    errno((|| {
+        let memory = memory(caller)?;
+        let data = memory.data_mut(caller);
+        let mut bytes = Vec::new();
+        for (pointer, length) in iovecs(data, iovs, count)? {
+            bytes.extend_from_slice(&data[range(data, pointer, length)?]);
+        }
+        write_bytes(data, written_ptr, &(bytes.len() as u32).to_le_bytes())?;
+        if !bytes.is_empty() {
+            let mut guard = lock(&shared);
+            let oseq = guard.next_oseq;
+            guard.next_oseq += 1;
+            let depends_on_lsn = guard.inputs.last_lsn();
+            let output = Output {
+                oseq,
+                stream,
+                bytes: Bytes::from(bytes),
+                depends_on_lsn,
+            };
+            guard.outputs.push(output);
+        }
+        Ok(())
+    })())
+}
+
+fn fd_fdstat_get<L>(caller: &mut HostCaller<'_, L>, fd: i32, pointer: i32) -> i32 {
+    const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+    const RIGHT_FD_READ: u64 = 1 << 1;
+    const RIGHT_FD_WRITE: u64 = 1 << 6;
+    let rights = match fd {
+        0 => RIGHT_FD_READ,
+        1 | 2 => RIGHT_FD_WRITE,
+        _ => return ERRNO_BADF,
+    };
+    if lock(&caller.data().shared.clone()).closed[fd as usize] {
+        return ERRNO_BADF;
+    }
+    let mut stat = [0u8; 24];
+    stat[0] = FILETYPE_CHARACTER_DEVICE;
+    stat[8..16].copy_from_slice(&rights.to_le_bytes());
+    errno(memory(caller).and_then(|memory| write_bytes(memory.data_mut(caller), pointer, &stat)))
+}
+
+fn clock_time_get<L: InputLog>(
+    caller: &mut HostCaller<'_, L>,
+    clock_id: i32,
+    time_ptr: i32,
+) -> wasmtime::Result<i32> {
+    if !(0..=3).contains(&clock_id) {
+        return Ok(ERRNO_INVAL);
+    }
+    let memory = match memory(caller) {
+        Ok(memory) => memory,
+        Err(code) => return Ok(code),
+    };
+    if let Err(code) = range(memory.data(&*caller), time_ptr, 8) {
+        return Ok(code);
+    }
+    let fuel = fuel_consumed(caller);
+    let shared = caller.data().shared.clone();
+    let nanos = {
+        let mut guard = lock(&shared);
+        let nanos = match guard.inputs.clock(clock_id as u32, fuel) {
+            Ok(nanos) => nanos,
+            Err(error) => return Err(fail(&mut guard, error)),
+        };
+        if clock_id as u32 == CLOCK_MONOTONIC {
+            nanos.saturating_add(guard.monotonic_offset_nanos)
+        } else {
+            nanos
+        }
+    };
+    Ok(errno(write_bytes(
+        memory.data_mut(caller),
+        time_ptr,
+        &nanos.to_le_bytes(),
+    )))
+}
+
+fn random_get<L: InputLog>(
+    caller: &mut HostCaller<'_, L>,
+    buffer: i32,
+    length: i32,
+) -> wasmtime::Result<i32> {
+    let memory = match memory(caller) {
+        Ok(memory) => memory,
+        Err(code) => return Ok(code),
+    };
+    let length = length as u32 as usize;
+    if let Err(code) = range(memory.data(&*caller), buffer, length) {
+        return Ok(code);
+    }
+    let shared = caller.data().shared.clone();
+    let mut offset = 0;
+    // Served in slices of at most GUEST_IO_BYTES_MAX so no record grows past it.
+    while offset < length {
+        let slice = (length - offset).min(GUEST_IO_BYTES_MAX);
+        let fuel = fuel_consumed(caller);
+        let bytes = {
+            let mut guard = lock(&shared);
+            match guard.inputs.random(slice, fuel) {
+                Ok(bytes) => bytes,
+                Err(error) => return Err(fail(&mut guard, error)),
+            }
+        };
+        let pointer = buffer.wrapping_add(offset as i32);
+        if let Err(code) = write_bytes(memory.data_mut(&mut *caller), pointer, &bytes) {
+            return Ok(code);
+        }
+        offset += slice;
+    }
+    Ok(ERRNO_SUCCESS)
+}
+
+/// `poll_oneoff`: clock subscriptions fire at once (a sleep observes nothing but
+/// the clock, which the guest reads through `clock_time_get`); fd subscriptions
+/// are `ENOSYS` for now.
+fn poll_oneoff<L>(
+    caller: &mut HostCaller<'_, L>,
+    input: i32,
+    output: i32,
+    count: i32,
+    nevents_ptr: i32,
+) -> i32 {
+    const SUBSCRIPTION_BYTES: usize = 48;
+    const EVENT_BYTES: usize = 32;
+    let count = count as u32 as usize;
+    if count == 0 || count > GUEST_POLL_SUBSCRIPTIONS_MAX {
+        return ERRNO_INVAL;
+    }
+    errno((|| {
+        let memory = memory(caller)?;
+        let data = memory.data_mut(caller);
+        let subscriptions = data[range(data, input, count * SUBSCRIPTION_BYTES)?].to_vec();
+        range(data, output, count * EVENT_BYTES)?;
+        for (index, subscription) in subscriptions.chunks_exact(SUBSCRIPTION_BYTES).enumerate() {
+            if subscription[8] != 0 {
+                return Err(ERRNO_NOSYS);
+            }
+            let mut event = [0u8; EVENT_BYTES];
+            event[0..8].copy_from_slice(&subscription[0..8]);
+            write_bytes(
+                data,
+                output.wrapping_add((index * EVENT_BYTES) as i32),
+                &event,
+            )?;
+        }
+        write_bytes(data, nevents_ptr, &(count as u32).to_le_bytes())
+    })())
+}
+
+fn proc_exit<L>(caller: &mut HostCaller<'_, L>, code: i32) -> wasmtime::Error {
+    lock(&caller.data().shared.clone()).exit_code = Some(code);
+    wasmtime::Error::msg(format!("proc_exit({code})"))
+}
+
+/// Defines every supported import in `linker`.
+pub(crate) fn define<L: InputLog + 'static>(
+    linker: &mut Linker<HostState<L>>,
+) -> wasmtime::Result<()> {
+    define_birth(linker)?;
+    define_fds(linker)?;
+    define_process(linker)
+}
+
+/// Arguments and environment: fixed at birth.
+fn define_birth<L: InputLog + 'static>(linker: &mut Linker<HostState<L>>) -> wasmtime::Result<()> {
+    let m = WASI_MODULE;
+    linker.func_wrap(
+        m,
+        "args_get",
+        |mut caller: HostCaller<'_, L>, pointers: i32, buffer: i32| {
+            let args = lock(&caller.data().shared.clone()).args.clone();
+            write_strings(&mut caller, &args, pointers, buffer)
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "args_sizes_get",
+        |mut caller: HostCaller<'_, L>, count: i32, size: i32| {
+            let args = lock(&caller.data().shared.clone()).args.clone();
+            write_sizes(&mut caller, &args, count, size)
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "environ_get",
+        |mut caller: HostCaller<'_, L>, pointers: i32, buffer: i32| {
+            let env = lock(&caller.data().shared.clone()).env.clone();
+            write_strings(&mut caller, &env, pointers, buffer)
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "environ_sizes_get",
+        |mut caller: HostCaller<'_, L>, count: i32, size: i32| {
+            let env = lock(&caller.data().shared.clone()).env.clone();
+            write_sizes(&mut caller, &env, count, size)
+        },
+    )?;
+    Ok(())
+}
+
+/// The standard streams; no other descriptor exists (no preopens).
+fn define_fds<L: InputLog + 'static>(linker: &mut Linker<HostState<L>>) -> wasmtime::Result<()> {
+    let m = WASI_MODULE;
+    linker.func_wrap_async(
+        m,
+        "fd_read",
+        |mut caller: HostCaller<'_, L>, params: (i32, i32, i32, i32)| {
+            Box::new(async move {
+                loop {
+                    if let Some(code) = fd_read_once(&mut caller, params)? {
+                        return Ok(code);
+                    }
+                    YieldOnce(false).await;
+                }
+            })
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "fd_write",
+        |mut caller: HostCaller<'_, L>, fd: i32, iovs: i32, count: i32, written: i32| {
+            fd_write(&mut caller, fd, iovs, count, written)
+        },
+    )?;
+    linker.func_wrap(m, "fd_close", |caller: HostCaller<'_, L>, fd: i32| {
+        if !(0..=2).contains(&fd) {
+            return ERRNO_BADF;
+        }
+        let shared = caller.data().shared.clone();
+        let mut guard = lock(&shared);
+        if guard.closed[fd as usize] {
+            return ERRNO_BADF;
+        }
+        guard.closed[fd as usize] = true;
+        ERRNO_SUCCESS
+    })?;
+    linker.func_wrap(
+        m,
+        "fd_fdstat_get",
+        |mut caller: HostCaller<'_, L>, fd: i32, pointer: i32| {
+            fd_fdstat_get(&mut caller, fd, pointer)
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "fd_seek",
+        |_: HostCaller<'_, L>, fd: i32, _offset: i64, _whence: i32, _new: i32| {
+            if (0..=2).contains(&fd) {
+                ERRNO_SPIPE
+            } else {
+                ERRNO_BADF
+            }
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "fd_prestat_get",
+        |_: HostCaller<'_, L>, _fd: i32, _pointer: i32| ERRNO_BADF,
+    )?;
+    linker.func_wrap(
+        m,
+        "fd_prestat_dir_name",
+        |_: HostCaller<'_, L>, _fd: i32, _pointer: i32, _length: i32| ERRNO_BADF,
+    )?;
+    Ok(())
+}
+
+/// Clocks, randomness, polling and exit.
+fn define_process<L: InputLog + 'static>(
+    linker: &mut Linker<HostState<L>>,
+) -> wasmtime::Result<()> {
+    let m = WASI_MODULE;
+    linker.func_wrap(
+        m,
+        "clock_time_get",
+        |mut caller: HostCaller<'_, L>, id: i32, _precision: i64, time: i32| {
+            clock_time_get(&mut caller, id, time)
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "clock_res_get",
+        |mut caller: HostCaller<'_, L>, id: i32, resolution: i32| {
+            if !(0..=3).contains(&id) {
+                return ERRNO_INVAL;
+            }
+            // A constant: the resolution is not an observation of the outside.
+            errno(memory(&mut caller).and_then(|memory| {
+                write_bytes(
+                    memory.data_mut(&mut caller),
+                    resolution,
+                    &1u64.to_le_bytes(),
+                )
+            }))
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "random_get",
+        |mut caller: HostCaller<'_, L>, buffer: i32, length: i32| {
+            random_get(&mut caller, buffer, length)
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "poll_oneoff",
+        |mut caller: HostCaller<'_, L>, input: i32, output: i32, count: i32, nevents: i32| {
+            poll_oneoff(&mut caller, input, output, count, nevents)
+        },
+    )?;
+    linker.func_wrap(m, "sched_yield", |_: HostCaller<'_, L>| ERRNO_SUCCESS)?;
+    linker.func_wrap(
+        m,
+        "proc_exit",
+        |mut caller: HostCaller<'_, L>, code: i32| -> wasmtime::Result<()> {
+            Err(proc_exit(&mut caller, code))
+        },
+    )?;
+    Ok(())
+}
+
+/// Links every import of `module` the host does not implement to a stub that
+/// returns `ENOSYS` (its other results zero).
+pub(crate) fn define_stubs<L: 'static>(
+    linker: &mut Linker<HostState<L>>,
+    module: &wasmtime::Module,
+) -> wasmtime::Result<()> {
+    for import in module.imports() {
+        let wasmtime::ExternType::Func(ty) = import.ty() else {
+            continue;
+        };
+        if is_supported(import.module(), import.name()) {
+            continue;
+        }
+        let result_types: Vec<ValType> = ty.results().collect();
+        linker.func_new(
+            import.module(),
+            import.name(),
+            ty.clone(),
+            move |_caller, _params, results| {
+                for (index, (result, result_type)) in
+                    results.iter_mut().zip(&result_types).enumerate()
+                {
+                    *result = match (index, result_type) {
+                        (0, ValType::I32) => Val::I32(ERRNO_NOSYS),
+                        (_, result_type) => Val::default_for_ty(result_type).unwrap_or(Val::I32(0)),
+                    };
+                }
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Helpers shared by the guest tests.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use understudy_guest::{
+    Birth, GuestConfig, GuestEngine, GuestInstance, GuestModule, HostInputs, InputLog, Output,
+    Recorder, RunOutcome, StdinRead, Stream,
+};
+
+pub const RUNNING_TOTAL: &[u8] = include_bytes!("../../../../guests/running-total.wasm");
+pub const REACTOR_TOTAL: &[u8] = include_bytes!("../../../../guests/reactor-total.wasm");
+pub const CPU_HEAVY: &[u8] = include_bytes!("../../../../guests/cpu-heavy.wasm");
+
+pub fn engine(config: GuestConfig) -> GuestEngine {
+    GuestEngine::new(config).expect("the engine configuration is valid")
+}
+
+pub fn load(engine: &GuestEngine, bytes: &[u8]) -> GuestModule {
+    engine.load(bytes).expect("the module loads")
+}
+
+pub fn birth(args: &[&str]) -> Birth {
+    Birth {
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        env: Vec::new(),
+    }
+}
+
+/// A deterministic live source: queued stdin, a fixed clock, seeded random bytes.
+pub struct FixedInputs {
+    pub stdin: VecDeque<Bytes>,
+    pub closed: bool,
+    rng: ChaCha8Rng,
+}
+
+impl FixedInputs {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            stdin: VecDeque::new(),
+            closed: false,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl HostInputs for FixedInputs {
+    fn read_stdin(&mut self, max: usize) -> StdinRead {
+        match self.stdin.front_mut() {
+            None if self.closed => StdinRead::Eof,
+            None => StdinRead::Pending,
+            Some(front) if front.len() <= max => {
+                StdinRead::Data(self.stdin.pop_front().expect("front exists"))
+            }
+            Some(front) => StdinRead::Data(front.split_to(max)),
+        }
+    }
+
+    fn clock(&mut self, clock_id: u32) -> u64 {
+        1_700_000_000_123_456_789 + u64::from(clock_id)
+    }
+
+    fn random(&mut self, length: usize) -> Bytes {
+        let mut bytes = vec![0; length];
+        self.rng.fill_bytes(&mut bytes);
+        Bytes::from(bytes)
+    }
+}
+
+/// Stdin access for the recorders the tests use.
+pub trait QueueStdin {
+    fn push(&mut self, chunk: &[u8]);
+    fn close(&mut self);
+}
+
+impl QueueStdin for Recorder<FixedInputs> {
+    fn push(&mut self, chunk: &[u8]) {
+        self.source_mut()
+            .stdin
+            .push_back(Bytes::copy_from_slice(chunk));
+    }
+    fn close(&mut self) {
+        self.source_mut().closed = true;
+    }
+}
+
+impl QueueStdin for Recorder<understudy_guest::SystemInputs> {
+    fn push(&mut self, chunk: &[u8]) {
+        self.source_mut().push_stdin(Bytes::copy_from_slice(chunk));
+    }
+    fn close(&mut self) {
+        self.source_mut().close_stdin();
+    }
+}
+
+/// Runs a command guest, feeding `chunks` one per blocked round with
+/// `pending_rounds` extra runs (each must stay blocked) before each chunk; closes
+/// stdin after the last; resumes a guest out of fuel. Returns the exit code and
+/// the outputs.
+pub fn drive<L: InputLog + QueueStdin + 'static>(
+    instance: &mut GuestInstance<L>,
+    chunks: &[Vec<u8>],
+    pending_rounds: usize,
+) -> (i32, Vec<Output>) {
+    let mut chunks = chunks.iter();
+    let mut outputs = Vec::new();
+    loop {
+        match instance.run().expect("the run does not fail") {
+            RunOutcome::Exited(code) => {
+                outputs.extend(instance.take_outputs());
+                return (code, outputs);
+            }
+            RunOutcome::Blocked => {
+                assert!(
+                    instance.is_parked_in_stdin(),
+                    "a blocked guest is parked in stdin"
+                );
+                for _ in 0..pending_rounds {
+                    assert_eq!(instance.run().expect("run"), RunOutcome::Blocked);
+                }
+                match chunks.next() {
+                    Some(chunk) => instance.with_inputs(|inputs| inputs.push(chunk)),
+                    None => instance.with_inputs(|inputs| inputs.close()),
+                }
+            }
+            RunOutcome::OutOfFuel => {
+                assert!(!instance.is_parked_in_stdin(), "out of fuel is not parked");
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+}
+
+/// The bytes written to `stream`, concatenated.
+pub fn text(outputs: &[Output], stream: Stream) -> String {
+    let bytes: Vec<u8> = outputs
+        .iter()
+        .filter(|output| output.stream == stream)
+        .flat_map(|output| output.bytes.to_vec())
+        .collect();
+    String::from_utf8(bytes).expect("the guests write UTF-8")
+}

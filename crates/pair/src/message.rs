@@ -1,0 +1,73 @@
+//! Messages of the logging channel between a pid's primary and its backup,
+//! and the commands the cores hand to their shells.
+
+use crate::record::{Epoch, Lsn, Output, Pid, Record};
+use serde::{Deserialize, Serialize};
+
+/// One message of the logging channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairMessage {
+    /// Primary → backup: contiguous records, oldest first (never empty).
+    Append {
+        /// The process.
+        pid: Pid,
+        /// The sender's epoch.
+        epoch: Epoch,
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// Backup → primary: every record up to `durable` is durable here.
+    Ack {
+        /// The process.
+        pid: Pid,
+        /// The epoch acknowledged (the primary's).
+        epoch: Epoch,
+        /// The highest contiguous lsn durable at the backup.
+        durable: Lsn,
+    },
+    /// Backup → primary: records were missing; send again from `from`.
+    Resend {
+        /// The process.
+        pid: Pid,
+        /// The epoch of the append that showed the gap.
+        epoch: Epoch,
+        /// The first lsn the backup lacks.
+        from: Lsn,
+    },
+    /// Backup → primary: a newer epoch exists; the primary must stop.
+    Fenced {
+        /// The process.
+        pid: Pid,
+        /// The newest epoch the backup knows.
+        epoch: Epoch,
+    },
+}
+
+impl PairMessage {
+    /// The process the message is about.
+    pub fn pid(&self) -> Pid {
+        match self {
+            PairMessage::Append { pid, .. }
+            | PairMessage::Ack { pid, .. }
+            | PairMessage::Resend { pid, .. }
+            | PairMessage::Fenced { pid, .. } => *pid,
+        }
+    }
+}
+
+/// What a core asks its shell to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send this message to the other side of the pair.
+    Send(PairMessage),
+    /// Backup: write these records to the pid's log, then call
+    /// `BackupLog::handle_persisted` with the last lsn once they are durable.
+    Persist(Vec<Record>),
+    /// Primary: these outputs may now leave (to the output store), in order.
+    Release(Vec<Output>),
+    /// Primary: a newer epoch exists; stop the guest and drop this pid's state.
+    Stop {
+        /// The newer epoch.
+        epoch: Epoch,
+    },
+}

@@ -29,7 +29,7 @@ fn rust_files(directory: &Path, files: &mut Vec<PathBuf>) {
 fn cores_use_no_clock_randomness_files_or_sockets() {
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for core in ["raft/src", "raft-log/src", "wal/src", "kv/src"] {
+    for core in ["raft/src", "raft-log/src", "wal/src", "kv/src", "pair/src"] {
         rust_files(&crates.join(core), &mut files);
     }
     assert!(files.len() > 10, "found only {} source files", files.len());

@@ -29,6 +29,7 @@ pub mod linearizability;
 pub mod nemesis;
 pub mod network;
 pub mod node;
+pub mod pairs;
 pub mod runner;
 pub mod summary;
 pub mod trace;

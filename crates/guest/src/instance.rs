@@ -12,9 +12,10 @@ use understudy_types::limits::{
 use wasmtime::{Instance, InstancePre, Linker, Store};
 
 use crate::engine::{GuestEngine, GuestModule, ImportName, ModuleKind, FUEL_TOTAL};
-use crate::record::{InputLog, Output};
+use crate::record::InputLog;
 use crate::wasi::{self, lock, HostState, MemoryLimiter, Shared};
 use crate::GuestError;
+use understudy_pair::{Oseq, Output};
 
 /// What a guest is given at birth and keeps for its whole life.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,7 +112,7 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         let shared = Arc::new(Mutex::new(Shared {
             inputs,
             outputs: Vec::new(),
-            next_oseq: 1,
+            next_oseq: Oseq(1),
             parked_in_stdin: false,
             monotonic_offset_nanos: 0,
             args,

@@ -5,17 +5,19 @@
 //! Every value a guest observes from outside goes through one [`InputLog`]: stdin
 //! bytes and end of input, clock readings, random bytes, and the records delivered to
 //! a reactor's handler. On the primary a [`Recorder`] asks the live [`HostInputs`]
-//! (e.g. [`SystemInputs`]) and appends a [`Record`] `{ lsn, kind, payload,
-//! fuel_consumed }`; on the backup a [`Replayer`] hands the logged records back in
+//! (e.g. [`SystemInputs`]) and appends a [`Record`] `{ lsn, epoch, kind, payload,
+//! fuel_consumed }` (the pair protocol's type); on the backup a [`Replayer`] hands the logged records back in
 //! order and reports [`GuestError::Divergence`] when the guest asks for another kind,
 //! at another fuel position, or for a different length — and
-//! [`GuestError::LogExhausted`] when the log ends — never continuing silently.
+//! [`GuestError::LogExhausted`] when the log ends — never continuing silently. A
+//! promoted backup uses [`ReplayThenRecord`]: it replays the log, then records new
+//! inputs from a live source in its new epoch, lsns continuing.
 //! A stdin read with no input yet is not an observation and is not logged.
 //!
 //! # What is an output
 //! Each non-empty `fd_write` to stdout or stderr becomes an [`Output`] `{ oseq,
-//! stream, bytes, depends_on_lsn }` collected by the host ([`GuestInstance::take_outputs`]);
-//! the pair protocol will hold it until the backup acknowledged `depends_on_lsn`.
+//! stream, bytes, depends_on }` collected by the host ([`GuestInstance::take_outputs`]);
+//! the pair protocol will hold it until the backup acknowledged `depends_on`.
 //!
 //! # The parked state
 //! The engine runs guests with wasmtime's async support on a fiber. A command
@@ -44,9 +46,12 @@ mod wasi;
 pub use engine::{GuestConfig, GuestEngine, GuestModule, ImportName, ModuleKind};
 pub use instance::{Birth, GuestInstance, RunOutcome};
 pub use record::{
-    HostInputs, InputLog, Output, Record, RecordKind, Recorder, Replayer, StdinRead, Stream,
-    SystemInputs, CLOCK_MONOTONIC, CLOCK_REALTIME,
+    HostInputs, InputLog, Recorder, ReplayThenRecord, Replayer, StdinRead, SystemInputs,
+    CLOCK_MONOTONIC, CLOCK_REALTIME,
 };
+/// The record and output types are the pair protocol's: one set for the host and
+/// the protocol.
+pub use understudy_pair::{Epoch, Lsn, Oseq, Output, Record, RecordKind, Stream};
 pub use wasi::{ERRNO_NOSYS, WASI_MODULE};
 
 /// Everything that can go wrong hosting a guest.

@@ -1,12 +1,12 @@
 //! Inputs and outputs of a guest: the [`HostInputs`] source, the [`Recorder`] (primary)
-//! and [`Replayer`] (backup) that log every input, and the [`Output`]s the host collects.
+//! and [`Replayer`] (backup) that log every input as a pair [`Record`].
 
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use understudy_pair::{Epoch, Lsn, Record, RecordKind};
 
 use crate::GuestError;
 
@@ -37,61 +37,6 @@ pub trait HostInputs: Send {
     fn random(&mut self, length: usize) -> Bytes;
 }
 
-/// What one logged input was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RecordKind {
-    /// Bytes returned by a stdin read (the payload).
-    StdinData,
-    /// A stdin read that returned end of input (empty payload).
-    StdinEof,
-    /// A clock reading of the given WASI clock (payload: nanoseconds, u64 LE).
-    Clock {
-        /// The WASI clock id the guest asked for.
-        clock_id: u32,
-    },
-    /// Random bytes (the payload).
-    Random,
-    /// One input record delivered to a reactor's `handle_input` (the payload).
-    HandlerInput,
-}
-
-/// One logged input, numbered by its log sequence number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// Log sequence number, from 1, without gaps.
-    pub lsn: u64,
-    /// What the input was.
-    pub kind: RecordKind,
-    /// Its value.
-    pub payload: Bytes,
-    /// Fuel the guest had consumed when it asked: a deterministic position, checked
-    /// on replay.
-    pub fuel_consumed: u64,
-}
-
-/// Standard stream an output was written to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Stream {
-    /// File descriptor 1.
-    Stdout,
-    /// File descriptor 2.
-    Stderr,
-}
-
-/// Bytes the guest wrote; released by the pair protocol once the backup
-/// acknowledged `depends_on_lsn`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Output {
-    /// Output sequence number, from 1, without gaps (receivers deduplicate by it).
-    pub oseq: u64,
-    /// Stream written.
-    pub stream: Stream,
-    /// Bytes of one `fd_write` call.
-    pub bytes: Bytes,
-    /// Lsn of the last input logged before this output (0: none).
-    pub depends_on_lsn: u64,
-}
-
 /// How the host obtains inputs: either recording them from a live source or
 /// replaying them from a log. Both check nothing silently differs.
 pub trait InputLog: Send {
@@ -105,28 +50,45 @@ pub trait InputLog: Send {
     /// against its log.
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError>;
     /// Lsn of the last input logged or replayed (0: none).
-    fn last_lsn(&self) -> u64;
+    fn last_lsn(&self) -> Lsn;
 }
 
-/// The primary's input log: asks the real source and appends a [`Record`].
+/// The primary's input log: asks the real source and appends a [`Record`] of its
+/// epoch.
 #[derive(Debug)]
 pub struct Recorder<I: HostInputs> {
     source: I,
+    epoch: Epoch,
     records: Vec<Record>,
+    last_lsn: Lsn,
 }
 
 impl<I: HostInputs> Recorder<I> {
-    /// A recorder over `source` with an empty log.
-    pub fn new(source: I) -> Self {
+    /// A recorder over `source` for the primary of `epoch`, with an empty log.
+    pub fn new(source: I, epoch: Epoch) -> Self {
+        Self::continuing(source, epoch, Lsn(0))
+    }
+
+    /// A recorder whose first record follows `last_lsn` (a promoted backup going
+    /// live after replaying the log up to `last_lsn`).
+    pub fn continuing(source: I, epoch: Epoch, last_lsn: Lsn) -> Self {
         Self {
             source,
+            epoch,
             records: Vec::new(),
+            last_lsn,
         }
     }
 
-    /// The records logged so far, in lsn order.
+    /// The records logged and not yet taken, in lsn order.
     pub fn records(&self) -> &[Record] {
         &self.records
+    }
+
+    /// Takes the records logged so far (e.g. to hand them to the pair protocol);
+    /// numbering continues after them.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
     }
 
     /// The live source (e.g. to queue stdin).
@@ -135,9 +97,11 @@ impl<I: HostInputs> Recorder<I> {
     }
 
     fn append(&mut self, kind: RecordKind, payload: Bytes, fuel_consumed: u64) {
-        let lsn = self.last_lsn() + 1;
+        let lsn = self.last_lsn.next();
+        self.last_lsn = lsn;
         self.records.push(Record {
             lsn,
+            epoch: self.epoch,
             kind,
             payload,
             fuel_consumed,
@@ -183,12 +147,12 @@ impl<I: HostInputs> InputLog for Recorder<I> {
 
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError> {
         let payload = Bytes::copy_from_slice(record);
-        self.append(RecordKind::HandlerInput, payload, fuel_consumed);
+        self.append(RecordKind::HandlerCall, payload, fuel_consumed);
         Ok(())
     }
 
-    fn last_lsn(&self) -> u64 {
-        self.records.last().map_or(0, |record| record.lsn)
+    fn last_lsn(&self) -> Lsn {
+        self.last_lsn
     }
 }
 
@@ -197,7 +161,7 @@ impl<I: HostInputs> InputLog for Recorder<I> {
 #[derive(Debug)]
 pub struct Replayer {
     records: VecDeque<Record>,
-    last_lsn: u64,
+    last_lsn: Lsn,
 }
 
 impl Replayer {
@@ -205,7 +169,7 @@ impl Replayer {
     pub fn new(records: Vec<Record>) -> Self {
         Self {
             records: records.into(),
-            last_lsn: 0,
+            last_lsn: Lsn(0),
         }
     }
 
@@ -219,15 +183,15 @@ impl Replayer {
         let Some(record) = self.records.pop_front() else {
             return Err(GuestError::LogExhausted {
                 wanted,
-                after_lsn: self.last_lsn,
+                after_lsn: self.last_lsn.0,
             });
         };
         let diverged = |detail: String| GuestError::Divergence {
-            lsn: record.lsn,
+            lsn: record.lsn.0,
             detail,
         };
-        if record.lsn != self.last_lsn + 1 {
-            return Err(diverged(format!("expected lsn {}", self.last_lsn + 1)));
+        if record.lsn != self.last_lsn.next() {
+            return Err(diverged(format!("expected lsn {}", self.last_lsn.next().0)));
         }
         let kind_matches = match (wanted, record.kind) {
             // A stdin read may have been answered with data or end of input.
@@ -263,7 +227,7 @@ impl InputLog for Replayer {
                 record.payload.len()
             );
             return Err(GuestError::Divergence {
-                lsn: record.lsn,
+                lsn: record.lsn.0,
                 detail,
             });
         }
@@ -275,7 +239,7 @@ impl InputLog for Replayer {
         let nanos: [u8; 8] = record.payload.as_ref().try_into().map_err(|_| {
             let detail = format!("clock payload of {} bytes", record.payload.len());
             GuestError::Divergence {
-                lsn: record.lsn,
+                lsn: record.lsn.0,
                 detail,
             }
         })?;
@@ -290,7 +254,7 @@ impl InputLog for Replayer {
                 record.payload.len()
             );
             return Err(GuestError::Divergence {
-                lsn: record.lsn,
+                lsn: record.lsn.0,
                 detail,
             });
         }
@@ -298,19 +262,87 @@ impl InputLog for Replayer {
     }
 
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError> {
-        let logged = self.next(RecordKind::HandlerInput, fuel_consumed)?;
+        let logged = self.next(RecordKind::HandlerCall, fuel_consumed)?;
         if logged.payload.as_ref() != record {
             let detail = "reactor input differs from the log".to_string();
             return Err(GuestError::Divergence {
-                lsn: logged.lsn,
+                lsn: logged.lsn.0,
                 detail,
             });
         }
         Ok(())
     }
 
-    fn last_lsn(&self) -> u64 {
+    fn last_lsn(&self) -> Lsn {
         self.last_lsn
+    }
+}
+
+/// A promoted backup's input log: replays the logged records, then — once they
+/// are exhausted — records new inputs from a live source in the new epoch, with
+/// lsns continuing after the last replayed one (instead of
+/// [`GuestError::LogExhausted`]).
+#[derive(Debug)]
+pub struct ReplayThenRecord<I: HostInputs> {
+    replayer: Replayer,
+    recorder: Recorder<I>,
+}
+
+impl<I: HostInputs> ReplayThenRecord<I> {
+    /// Replays `records` (lsns from 1, without gaps), then records from `source`
+    /// as the primary of `epoch`.
+    pub fn new(records: Vec<Record>, source: I, epoch: Epoch) -> Self {
+        let last_lsn = records.last().map_or(Lsn(0), |record| record.lsn);
+        Self {
+            replayer: Replayer::new(records),
+            recorder: Recorder::continuing(source, epoch, last_lsn),
+        }
+    }
+
+    /// Whether every logged record was replayed (inputs now come from the source).
+    pub fn is_live(&self) -> bool {
+        self.replayer.remaining() == 0
+    }
+
+    /// The recorder of live inputs (its records, its source).
+    pub fn recorder_mut(&mut self) -> &mut Recorder<I> {
+        &mut self.recorder
+    }
+
+    /// The log to use for the next input: the replayer until it is exhausted.
+    fn current(&mut self) -> &mut dyn InputLog {
+        if self.is_live() {
+            &mut self.recorder
+        } else {
+            &mut self.replayer
+        }
+    }
+}
+
+impl<I: HostInputs> InputLog for ReplayThenRecord<I> {
+    fn read_stdin(&mut self, max: usize, fuel_consumed: u64) -> Result<StdinRead, GuestError> {
+        self.current().read_stdin(max, fuel_consumed)
+    }
+
+    fn clock(&mut self, clock_id: u32, fuel_consumed: u64) -> Result<u64, GuestError> {
+        self.current().clock(clock_id, fuel_consumed)
+    }
+
+    fn random(&mut self, length: usize, fuel_consumed: u64) -> Result<Bytes, GuestError> {
+        self.current().random(length, fuel_consumed)
+    }
+
+    fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError> {
+        self.current().handler_input(record, fuel_consumed)
+    }
+
+    fn last_lsn(&self) -> Lsn {
+        // The recorder starts at the replay log's end, so it is never behind.
+        if self.replayer.remaining() == 0 {
+            self.recorder.last_lsn()
+        } else {
+            self.replayer.last_lsn()
+        }
     }
 }
 

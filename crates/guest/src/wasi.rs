@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use understudy_pair::{Oseq, Output, Stream};
 use understudy_types::limits::{
     GUEST_IO_BYTES_MAX, GUEST_POLL_SUBSCRIPTIONS_MAX, GUEST_TABLE_ELEMENTS_MAX,
 };
 use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Val, ValType};
 
 use crate::engine::FUEL_TOTAL;
-use crate::record::{InputLog, Output, StdinRead, Stream, CLOCK_MONOTONIC};
+use crate::record::{InputLog, StdinRead, CLOCK_MONOTONIC};
 use crate::GuestError;
 
 /// The WASI preview 1 import module.
@@ -58,7 +59,7 @@ pub(crate) fn is_supported(module: &str, name: &str) -> bool {
 pub(crate) struct Shared<L> {
     pub(crate) inputs: L,
     pub(crate) outputs: Vec<Output>,
-    pub(crate) next_oseq: u64,
+    pub(crate) next_oseq: Oseq,
     /// True while the guest waits in `fd_read(stdin)` for input: the parked state.
     pub(crate) parked_in_stdin: bool,
     /// Added to the monotonic clock, so it never goes backwards across a failover.
@@ -323,13 +324,13 @@ fn fd_write<L: InputLog>(
         if !bytes.is_empty() {
             let mut guard = lock(&shared);
             let oseq = guard.next_oseq;
-            guard.next_oseq += 1;
-            let depends_on_lsn = guard.inputs.last_lsn();
+            guard.next_oseq = Oseq(oseq.0 + 1);
+            let depends_on = guard.inputs.last_lsn();
             let output = Output {
                 oseq,
                 stream,
                 bytes: Bytes::from(bytes),
-                depends_on_lsn,
+                depends_on,
             };
             guard.outputs.push(output);
         }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use understudy_guest::{
-    GuestConfig, GuestEngine, GuestError, GuestInstance, ImportName, Recorder, RunOutcome,
+    Epoch, GuestConfig, GuestEngine, GuestError, GuestInstance, ImportName, Recorder, RunOutcome,
     SystemInputs, ERRNO_NOSYS,
 };
 
@@ -15,7 +15,7 @@ fn instance(engine: &GuestEngine, wat: &str) -> GuestInstance<Recorder<SystemInp
         engine,
         &module,
         &birth(&["test"]),
-        Recorder::new(SystemInputs::new()),
+        Recorder::new(SystemInputs::new(), Epoch(1)),
     )
     .expect("instance")
 }
@@ -273,9 +273,13 @@ fn environment_is_fixed_at_birth() {
         args: vec!["env".into()],
         env: vec!["A=1".into(), "B=22".into()],
     };
-    let mut guest =
-        GuestInstance::new(&engine, &module, &birth, Recorder::new(SystemInputs::new()))
-            .expect("instance");
+    let mut guest = GuestInstance::new(
+        &engine,
+        &module,
+        &birth,
+        Recorder::new(SystemInputs::new(), Epoch(1)),
+    )
+    .expect("instance");
     assert_eq!(guest.run(), Ok(RunOutcome::Exited(0)));
     assert_eq!(guest.take_outputs()[0].bytes.as_ref(), b"A=1\0B=22\0");
 
@@ -283,6 +287,11 @@ fn environment_is_fixed_at_birth() {
         args: vec!["a\0b".into()],
         env: Vec::new(),
     };
-    let result = GuestInstance::new(&engine, &module, &nul, Recorder::new(SystemInputs::new()));
+    let result = GuestInstance::new(
+        &engine,
+        &module,
+        &nul,
+        Recorder::new(SystemInputs::new(), Epoch(1)),
+    );
     assert!(matches!(result, Err(GuestError::InvalidBirth(_))));
 }

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
 use understudy_guest::{
-    GuestConfig, GuestError, GuestInstance, ModuleKind, Record, RecordKind, Recorder, Replayer,
-    RunOutcome, Stream, SystemInputs,
+    Epoch, GuestConfig, GuestError, GuestInstance, Lsn, ModuleKind, Oseq, Record, RecordKind,
+    Recorder, Replayer, RunOutcome, Stream, SystemInputs,
 };
 
 fn chunks(parts: &[&str]) -> Vec<Vec<u8>> {
@@ -24,7 +24,7 @@ fn record_running_total() -> (Vec<understudy_guest::Output>, Vec<Record>) {
         "{:?}",
         module.unsupported_imports()
     );
-    let recorder = Recorder::new(SystemInputs::new());
+    let recorder = Recorder::new(SystemInputs::new(), Epoch(1));
     let mut instance = GuestInstance::new(&engine, &module, &birth(&["running-total"]), recorder)
         .expect("instance");
     let (code, outputs) = drive(
@@ -87,19 +87,20 @@ fn running_total_records_and_replays_identically() {
     assert_eq!(kinds[1], RecordKind::Clock { clock_id: 0 });
     assert_eq!(kinds.last(), Some(&RecordKind::StdinEof));
     for (index, record) in records.iter().enumerate() {
-        assert_eq!(record.lsn, index as u64 + 1);
+        assert_eq!(record.lsn, Lsn(index as u64 + 1));
+        assert_eq!(record.epoch, Epoch(1));
     }
     assert!(records
         .windows(2)
         .all(|pair| pair[0].fuel_consumed <= pair[1].fuel_consumed));
     for (index, output) in outputs.iter().enumerate() {
-        assert_eq!(output.oseq, index as u64 + 1);
+        assert_eq!(output.oseq, Oseq(index as u64 + 1));
     }
     // The token line depends on the clock record (lsn 2); the last line on EOF.
-    assert_eq!(outputs[0].depends_on_lsn, 2);
+    assert_eq!(outputs[0].depends_on, Lsn(2));
     assert_eq!(
-        outputs.last().map(|output| output.depends_on_lsn),
-        Some(records.len() as u64)
+        outputs.last().map(|output| output.depends_on),
+        Some(Lsn(records.len() as u64))
     );
 
     let (outcome, replayed) = replay(records);
@@ -158,7 +159,7 @@ fn reactor_total_handles_three_records_and_replays() {
         &engine,
         &module,
         &birth(&["reactor"]),
-        Recorder::new(SystemInputs::new()),
+        Recorder::new(SystemInputs::new(), Epoch(1)),
     )
     .expect("instance");
     assert!(matches!(primary.run(), Err(GuestError::WrongState(_))));
@@ -180,7 +181,7 @@ fn reactor_total_handles_three_records_and_replays() {
         ]
     );
     let records = primary.with_inputs(|recorder| recorder.records().to_vec());
-    assert_eq!(records[0].kind, RecordKind::HandlerInput);
+    assert_eq!(records[0].kind, RecordKind::HandlerCall);
 
     let mut backup = GuestInstance::new(
         &engine,
@@ -207,7 +208,7 @@ fn cpu_heavy_runs_and_fails_cleanly_below_its_memory() {
             ..GuestConfig::default()
         });
         let module = load(&engine, CPU_HEAVY);
-        let recorder = Recorder::new(SystemInputs::new());
+        let recorder = Recorder::new(SystemInputs::new(), Epoch(1));
         let mut instance =
             GuestInstance::new(&engine, &module, &birth(&["cpu-heavy", "4"]), recorder)
                 .expect("instance");
@@ -235,7 +236,7 @@ fn cpu_heavy_runs_and_fails_cleanly_below_its_memory() {
 fn record_with_fixed_inputs(parts: Vec<Vec<u8>>) -> (String, Vec<Record>) {
     let engine = engine(GuestConfig::default());
     let module = load(&engine, RUNNING_TOTAL);
-    let recorder = Recorder::new(FixedInputs::new(7));
+    let recorder = Recorder::new(FixedInputs::new(7), Epoch(1));
     let mut instance = GuestInstance::new(&engine, &module, &birth(&["running-total"]), recorder)
         .expect("instance");
     let (code, outputs) = drive(&mut instance, &parts, 1);
@@ -280,7 +281,7 @@ fn fuel_slices_resume_and_keep_fuel_positions() {
             ..GuestConfig::default()
         });
         let module = load(&engine, CPU_HEAVY);
-        let recorder = Recorder::new(FixedInputs::new(1));
+        let recorder = Recorder::new(FixedInputs::new(1), Epoch(1));
         let mut instance =
             GuestInstance::new(&engine, &module, &birth(&["cpu-heavy", "1"]), recorder)
                 .expect("instance");
@@ -342,7 +343,7 @@ fn monotonic_clock_adds_the_host_offset() {
         &engine,
         &module,
         &birth(&["clock"]),
-        Recorder::new(FixedInputs::new(1)),
+        Recorder::new(FixedInputs::new(1), Epoch(1)),
     )
     .expect("instance");
     assert_eq!(instance.monotonic_offset_nanos(), 0);
@@ -370,7 +371,7 @@ fn instances_can_move_between_threads() {
 fn a_parked_guest_can_be_killed() {
     let engine = engine(GuestConfig::default());
     let module = load(&engine, RUNNING_TOTAL);
-    let recorder = Recorder::new(FixedInputs::new(3));
+    let recorder = Recorder::new(FixedInputs::new(3), Epoch(1));
     let mut instance = GuestInstance::new(&engine, &module, &birth(&["running-total"]), recorder)
         .expect("instance");
     assert_eq!(instance.run(), Ok(RunOutcome::Blocked));

@@ -34,12 +34,18 @@ pub enum RecordKind {
     /// Bytes sent to the process's stdin (payload: the bytes; the idempotency
     /// key travels in the payload's framing, decided by the guest host).
     StdinArrived,
-    /// Stdin was closed.
+    /// Bytes a guest's stdin read returned (payload: the bytes).
+    StdinData,
+    /// Stdin was closed: a guest's stdin read returned end of input (empty
+    /// payload).
     StdinEof,
     /// The guest consumed buffered stdin (payload: the byte count).
     StdinRead,
-    /// A clock reading (payload: clock id and nanoseconds).
-    Clock,
+    /// A reading of WASI clock `clock_id` (payload: nanoseconds, u64 LE).
+    Clock {
+        /// The WASI clock id the guest asked for.
+        clock_id: u32,
+    },
     /// Random bytes (payload: the bytes).
     Random,
     /// A sleep ended.

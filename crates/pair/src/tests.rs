@@ -176,7 +176,11 @@ fn a_gap_makes_the_backup_ask_again_and_lost_appends_are_resent_after_a_while() 
     let mut pair = Pair::new(config);
     for number in 1..=3 {
         pair.primary
-            .log(RecordKind::Clock, record_payload(number), number)
+            .log(
+                RecordKind::Clock { clock_id: 1 },
+                record_payload(number),
+                number,
+            )
             .unwrap();
     }
     pair.primary.flush();
@@ -225,7 +229,7 @@ fn a_fenced_backup_acknowledges_nothing_more_and_stops_the_old_primary() {
     );
     // The old primary keeps going; its next append is refused.
     pair.primary
-        .log(RecordKind::Clock, record_payload(2), 2)
+        .log(RecordKind::Clock { clock_id: 1 }, record_payload(2), 2)
         .unwrap();
     pair.primary
         .output(Stream::Stdout, Bytes::from_static(b"late\n"))
@@ -242,7 +246,8 @@ fn a_fenced_backup_acknowledges_nothing_more_and_stops_the_old_primary() {
         "nothing released without the backup"
     );
     assert_eq!(
-        pair.primary.log(RecordKind::Clock, record_payload(3), 3),
+        pair.primary
+            .log(RecordKind::Clock { clock_id: 1 }, record_payload(3), 3),
         Err(PairError::Fenced { epoch: Epoch(2) })
     );
 }
@@ -255,20 +260,21 @@ fn a_backlogged_primary_refuses_until_the_backup_catches_up() {
     };
     let mut pair = Pair::new(config);
     pair.primary
-        .log(RecordKind::Clock, record_payload(1), 1)
+        .log(RecordKind::Clock { clock_id: 1 }, record_payload(1), 1)
         .unwrap();
     pair.primary
-        .log(RecordKind::Clock, record_payload(2), 2)
+        .log(RecordKind::Clock { clock_id: 1 }, record_payload(2), 2)
         .unwrap();
     assert_eq!(
-        pair.primary.log(RecordKind::Clock, record_payload(3), 3),
+        pair.primary
+            .log(RecordKind::Clock { clock_id: 1 }, record_payload(3), 3),
         Err(PairError::Backlogged)
     );
     pair.primary.flush();
     pair.settle();
     assert!(pair
         .primary
-        .log(RecordKind::Clock, record_payload(3), 3)
+        .log(RecordKind::Clock { clock_id: 1 }, record_payload(3), 3)
         .is_ok());
 }
 

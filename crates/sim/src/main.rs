@@ -25,8 +25,9 @@ enum SimCommand {
     /// checks safety invariants, liveness and linearizability.
     Raft(RaftArguments),
     /// Simulates process pairs: the pair protocol's logging channel, output
-    /// rule, fencing and output store under message loss, duplication and
-    /// delay, a slow backup disk and primary crashes with promotion. The last
+    /// rule, fencing and output store, with the real guest host running
+    /// running-total.wasm, under message loss, duplication and delay, a slow
+    /// backup disk and primary crashes with promotion (replay, then live). The last
     /// line is `seeds=N violations=V failovers=F inputs=I lines=L`.
     Pairs(PairsArguments),
 }

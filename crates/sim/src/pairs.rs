@@ -3,16 +3,19 @@
 //! duplication and delay, a slow backup disk, and crashes of the primary
 //! followed by promotion of the backup.
 //!
-//! The guest is a stand-in until the WebAssembly host joins the simulator: a
-//! deterministic running-total program whose every input is a logged record
-//! (a clock reading at start, then stdin numbers) and whose every output line
-//! is numbered by the primary. A promoted backup regenerates the outputs by
-//! replaying its durable records through the same program.
+//! The guest is the real WebAssembly host (`understudy-guest`) running
+//! `guests/running-total.wasm`. On the primary its inputs (a seeded random
+//! token and clock, then stdin numbers drawn from the simulation's RNG) are
+//! recorded and every record is handed to the pair core, which numbers it
+//! again (the two numberings are checked to agree), as is every output. A
+//! promoted backup replays its durable records on a fresh instance, then goes
+//! live in the new epoch with lsns continuing.
 //!
 //! Checked: every output is released only after the record it depends on is
 //! durable at the backup (at each release); the output store never sees the
 //! same oseq with different bytes; the reader's stream has no gap and no
-//! duplicate and equals a fault-free run over the final log; every stdin input
+//! duplicate and equals a fault-free run (a fresh guest replaying the final
+//! log); every stdin input
 //! acknowledged to its client is in the final log.
 //!
 //! Simplifications (each a later step): no checkpoints (a promotion replays
@@ -20,13 +23,22 @@
 //! one pid; the coordinator's compare-and-set always lets the backup win.
 
 use bytes::Bytes;
+use rand::RngCore;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
+use std::sync::OnceLock;
+use understudy_guest::{
+    Birth, GuestConfig, GuestEngine, GuestInstance, GuestModule, HostInputs, ReplayThenRecord,
+    RunOutcome, StdinRead,
+};
 use understudy_pair::{
     BackupLog, Command, Epoch, Lsn, Oseq, Output, OutputRefusal, OutputStore, PairMessage, Pid,
     PrimaryConfig, PrimaryLog, Record, RecordKind, Stream,
 };
+
+/// The example guest every simulated pid runs.
+const RUNNING_TOTAL: &[u8] = include_bytes!("../../../guests/running-total.wasm");
 
 const PID: Pid = Pid(1);
 
@@ -57,33 +69,93 @@ pub struct PairsReport {
     pub lines: u64,
 }
 
-/// The stand-in guest: a running total over stdin numbers.
-#[derive(Clone, Debug, Default)]
-struct Program {
-    count: u64,
-    total: i64,
+/// The engine and the compiled module, once per process: compiling is the
+/// expensive part, instantiating is cheap.
+fn compiled_guest() -> &'static (GuestEngine, GuestModule) {
+    static GUEST: OnceLock<(GuestEngine, GuestModule)> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        // The default configuration is valid and the module is checked in and
+        // tested by the guest crate: failing here is a broken build.
+        let engine = GuestEngine::new(GuestConfig::default()).expect("the guest engine");
+        let module = engine
+            .load(RUNNING_TOTAL)
+            .expect("running-total.wasm loads");
+        (engine, module)
+    })
 }
 
-impl Program {
-    /// The line the program prints after observing `record`, if any.
-    fn observe(&mut self, record: &Record) -> Option<String> {
-        match record.kind {
-            RecordKind::Clock => Some(format!("started {}\n", decode_u64(&record.payload))),
-            RecordKind::StdinArrived => {
-                self.count += 1;
-                self.total += decode_u64(&record.payload) as i64;
-                Some(format!("{} total {}\n", self.count, self.total))
-            }
-            _ => None,
+/// The live source of a simulated primary: stdin the simulation queues, a
+/// clock advancing by a fixed step per reading and seeded random bytes, so a
+/// seed replays identically.
+#[derive(Debug)]
+struct SimInputs {
+    stdin: VecDeque<Bytes>,
+    clock_nanos: u64,
+    random: ChaCha8Rng,
+}
+
+impl SimInputs {
+    fn new(seed: u64) -> SimInputs {
+        SimInputs {
+            stdin: VecDeque::new(),
+            clock_nanos: seed % 1_000_000_000_000,
+            random: ChaCha8Rng::seed_from_u64(seed),
         }
     }
 }
 
-fn decode_u64(payload: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let length = payload.len().min(8);
-    bytes[..length].copy_from_slice(&payload[..length]);
-    u64::from_le_bytes(bytes)
+impl HostInputs for SimInputs {
+    fn read_stdin(&mut self, max: usize) -> StdinRead {
+        match self.stdin.front_mut() {
+            // Stdin is never closed in the simulation.
+            None => StdinRead::Pending,
+            Some(front) if front.len() <= max => {
+                StdinRead::Data(self.stdin.pop_front().unwrap_or_default())
+            }
+            Some(front) => StdinRead::Data(front.split_to(max)),
+        }
+    }
+
+    fn clock(&mut self, _clock_id: u32) -> u64 {
+        self.clock_nanos += 1_000_000;
+        self.clock_nanos
+    }
+
+    fn random(&mut self, length: usize) -> Bytes {
+        let mut bytes = vec![0; length];
+        self.random.fill_bytes(&mut bytes);
+        Bytes::from(bytes)
+    }
+}
+
+/// A running-total guest that replays `log` and then records live inputs from
+/// `source` in `epoch`.
+type Guest = GuestInstance<ReplayThenRecord<SimInputs>>;
+
+fn new_guest(log: Vec<Record>, source: SimInputs, epoch: Epoch) -> Guest {
+    let (engine, module) = compiled_guest();
+    let birth = Birth {
+        args: vec!["running-total".to_string()],
+        env: Vec::new(),
+    };
+    let inputs = ReplayThenRecord::new(log, source, epoch);
+    // The birth arguments are far within the limits.
+    GuestInstance::new(engine, module, &birth, inputs).expect("a guest instance")
+}
+
+/// Runs `guest` until it parks in stdin; returns the live records it logged
+/// and every output it wrote, or what went wrong.
+fn run_guest(guest: &mut Guest) -> Result<(Vec<Record>, Vec<Output>), String> {
+    loop {
+        match guest.run() {
+            Ok(RunOutcome::Blocked) => break,
+            Ok(RunOutcome::OutOfFuel) => continue,
+            Ok(other) => return Err(format!("guest ended: {other:?}")),
+            Err(error) => return Err(format!("guest failed: {error}")),
+        }
+    }
+    let records = guest.with_inputs(|inputs| inputs.recorder_mut().take_records());
+    Ok((records, guest.take_outputs()))
 }
 
 /// A message on the wire, with the step at which it arrives.
@@ -129,12 +201,12 @@ impl<T: Clone> Link<T> {
     }
 }
 
-/// The primary's node: the core plus the program it runs.
+/// The primary's node: the core plus the guest it runs.
 struct PrimaryNode {
     log: PrimaryLog,
-    program: Program,
-    /// Stdin inputs whose clients wait for the record to be acknowledged.
-    waiting_inputs: Vec<Lsn>,
+    guest: Guest,
+    /// Stdin records whose clients wait for them to be acknowledged.
+    waiting_inputs: Vec<(Lsn, Bytes)>,
 }
 
 /// The backup's node: the core and its disk.
@@ -158,7 +230,7 @@ struct World {
     store: OutputStore,
     report: PairsReport,
     /// Stdin records whose clients got their acknowledgement.
-    acknowledged_inputs: Vec<Lsn>,
+    acknowledged_inputs: Vec<(Lsn, Bytes)>,
 }
 
 fn primary_config() -> PrimaryConfig {
@@ -171,13 +243,15 @@ fn primary_config() -> PrimaryConfig {
 
 impl World {
     fn new(seed: u64) -> World {
+        let mut random = ChaCha8Rng::seed_from_u64(seed);
+        let source = SimInputs::new(random.next_u64());
         let mut world = World {
-            random: ChaCha8Rng::seed_from_u64(seed),
+            random,
             now: 0,
             epoch: Epoch(1),
             primary: PrimaryNode {
                 log: PrimaryLog::new(PID, Epoch(1), Lsn(0), Oseq(0), primary_config()),
-                program: Program::default(),
+                guest: new_guest(Vec::new(), source, Epoch(1)),
                 waiting_inputs: Vec::new(),
             },
             backup: BackupNode {
@@ -192,28 +266,77 @@ impl World {
             report: PairsReport::default(),
             acknowledged_inputs: Vec::new(),
         };
-        let started = world.random.gen_range(1..1_000_000u64);
-        world.observe(RecordKind::Clock, started);
+        // The guest starts: it logs its random token and clock and parks in stdin.
+        world.run_primary_guest();
         world
     }
 
-    /// The primary logs an observation and the program reacts to it.
-    fn observe(&mut self, kind: RecordKind, value: u64) -> Option<Lsn> {
-        let payload = Bytes::copy_from_slice(&value.to_le_bytes());
-        let lsn = self.primary.log.log(kind, payload.clone(), self.now).ok()?;
-        let record = Record {
-            lsn,
-            epoch: self.epoch,
-            kind,
-            payload,
-            fuel_consumed: self.now,
-        };
-        if let Some(line) = self.primary.program.observe(&record) {
-            // Backlogged outputs would pause a real guest; here the input is
-            // simply not taken (the limits are far above what a seed logs).
-            let _ = self.primary.log.output(Stream::Stdout, Bytes::from(line));
+    /// Runs the primary's guest until it parks, handing its records and
+    /// outputs to the pair core; returns the live records.
+    fn run_primary_guest(&mut self) -> Vec<Record> {
+        if self.primary.guest.is_finished() {
+            return Vec::new();
         }
-        Some(lsn)
+        match run_guest(&mut self.primary.guest) {
+            Ok((records, outputs)) => {
+                self.hand_over(&records, outputs);
+                records
+            }
+            Err(error) => {
+                self.report
+                    .violations
+                    .push(format!("step {}: {error}", self.now));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Logs `records` and outputs `outputs` on the primary's core in the order
+    /// the guest produced them (an output follows the records up to its
+    /// `depends_on`), checking the core numbers them as the guest did.
+    fn hand_over(&mut self, records: &[Record], outputs: Vec<Output>) {
+        let mut records = records.iter().peekable();
+        for output in outputs {
+            while let Some(record) = records.next_if(|record| record.lsn <= output.depends_on) {
+                self.log_record(record);
+            }
+            if self.primary.log.logged() != output.depends_on {
+                self.report.violations.push(format!(
+                    "oseq {} depends on lsn {} but the core logged up to {}",
+                    output.oseq.0,
+                    output.depends_on.0,
+                    self.primary.log.logged().0
+                ));
+            }
+            // Backlogged outputs would pause a real guest; the limits are far
+            // above what a seed writes, so a refusal is reported.
+            match self.primary.log.output(output.stream, output.bytes.clone()) {
+                Ok(oseq) if oseq == output.oseq => {}
+                other => self.report.violations.push(format!(
+                    "guest oseq {} became {other:?} in the core",
+                    output.oseq.0
+                )),
+            }
+        }
+        for record in records {
+            self.log_record(record);
+        }
+    }
+
+    fn log_record(&mut self, record: &Record) {
+        let logged =
+            self.primary
+                .log
+                .log(record.kind, record.payload.clone(), record.fuel_consumed);
+        let agrees = logged == Ok(record.lsn) && record.epoch == self.primary.log.epoch();
+        if !agrees {
+            self.report.violations.push(format!(
+                "guest record {} of epoch {} became {logged:?} in the core of epoch {}",
+                record.lsn.0,
+                record.epoch.0,
+                self.primary.log.epoch().0
+            ));
+        }
     }
 
     fn step(&mut self) {
@@ -221,8 +344,17 @@ impl World {
         let action = self.random.gen_range(0..100);
         if action < 25 {
             let value = self.random.gen_range(0..1000u64);
-            if let Some(lsn) = self.observe(RecordKind::StdinArrived, value) {
-                self.primary.waiting_inputs.push(lsn);
+            let line = Bytes::from(format!("{value}\n"));
+            self.primary.guest.with_inputs(|inputs| {
+                inputs.recorder_mut().source_mut().stdin.push_back(line);
+            });
+            let records = self.run_primary_guest();
+            for record in records {
+                if record.kind == RecordKind::StdinData {
+                    self.primary
+                        .waiting_inputs
+                        .push((record.lsn, record.payload));
+                }
             }
         } else if action < 27 {
             self.fail_over();
@@ -305,11 +437,11 @@ impl World {
         // A client's stdin write is answered once its record is durable at
         // the backup (docs/pairs.md, rule 3).
         let acknowledged = self.primary.log.acknowledged();
-        let (answered, waiting): (Vec<Lsn>, Vec<Lsn>) = self
+        let (answered, waiting): (Vec<_>, Vec<_>) = self
             .primary
             .waiting_inputs
-            .iter()
-            .partition(|lsn| **lsn <= acknowledged);
+            .drain(..)
+            .partition(|(lsn, _)| *lsn <= acknowledged);
         self.primary.waiting_inputs = waiting;
         self.report.inputs_acknowledged += answered.len() as u64;
         self.acknowledged_inputs.extend(answered);
@@ -337,28 +469,34 @@ impl World {
         let _ = self.backup.log.take_commands();
         self.store.advance_epoch(new_epoch);
         let log = self.backup.durable.clone();
-        let mut program = Program::default();
-        let mut oseq = 0;
-        for record in &log {
-            if let Some(line) = program.observe(record) {
-                oseq += 1;
-                let output = Output {
-                    oseq: Oseq(oseq),
-                    stream: Stream::Stdout,
-                    bytes: Bytes::from(line),
-                    depends_on: record.lsn,
-                };
-                // Regenerated outputs depend only on durable records.
-                self.offer_to_store(new_epoch, &output);
-            }
-        }
         let last_lsn = log.last().map_or(Lsn(0), |record| record.lsn);
+        let source = SimInputs::new(self.random.next_u64());
+        let mut guest = new_guest(log.clone(), source, new_epoch);
+        let (records, outputs) = match run_guest(&mut guest) {
+            Ok(run) => run,
+            Err(error) => {
+                let violation = format!("step {}: promoted guest: {error}", self.now);
+                self.report.violations.push(violation);
+                (Vec::new(), Vec::new())
+            }
+        };
+        // Outputs that depend only on durable records are regenerated: offered
+        // to the store at once, with the oseqs and bytes of the first time.
+        let (regenerated, live): (Vec<Output>, Vec<Output>) = outputs
+            .into_iter()
+            .partition(|output| output.depends_on <= last_lsn);
+        for output in &regenerated {
+            self.offer_to_store(new_epoch, output);
+        }
+        let last_oseq = regenerated.last().map_or(Oseq(0), |output| output.oseq);
         self.epoch = new_epoch;
         self.primary = PrimaryNode {
-            log: PrimaryLog::new(PID, new_epoch, last_lsn, Oseq(oseq), primary_config()),
-            program,
+            log: PrimaryLog::new(PID, new_epoch, last_lsn, last_oseq, primary_config()),
+            guest,
             waiting_inputs: Vec::new(),
         };
+        // What the guest observed live after the replay goes through the core.
+        self.hand_over(&records, live);
         self.backup = BackupNode {
             log: BackupLog::new(PID, new_epoch, last_lsn),
             disk_queue: VecDeque::new(),
@@ -427,28 +565,46 @@ impl World {
     }
 
     fn check_final(&mut self) {
-        let mut program = Program::default();
-        let mut expected = String::new();
-        for record in &self.backup.durable {
-            if let Some(line) = program.observe(record) {
-                expected.push_str(&line);
+        // The fault-free run: a fresh guest replaying the final log.
+        let source = SimInputs::new(0);
+        let mut guest = new_guest(self.backup.durable.clone(), source, Epoch(self.epoch.0 + 1));
+        let expected: Vec<u8> = match run_guest(&mut guest) {
+            Ok((records, outputs)) => {
+                if !records.is_empty() {
+                    self.report.violations.push(format!(
+                        "the final log's replay observed {} inputs beyond it",
+                        records.len()
+                    ));
+                }
+                outputs
+                    .iter()
+                    .filter(|output| output.stream == Stream::Stdout)
+                    .flat_map(|output| output.bytes.iter().copied())
+                    .collect()
             }
-        }
+            Err(error) => {
+                let violation = format!("replaying the final log: {error}");
+                self.report.violations.push(violation);
+                Vec::new()
+            }
+        };
         let seen = self.store.read(Stream::Stdout, 0);
         self.report.lines = seen.iter().filter(|&&byte| byte == b'\n').count() as u64;
-        if seen.as_ref() != expected.as_bytes() {
+        if seen.as_ref() != expected.as_slice() {
             self.report.violations.push(format!(
                 "the reader's stream ({} bytes) differs from a fault-free run over the final log ({} bytes)",
                 seen.len(),
                 expected.len()
             ));
         }
-        for lsn in &self.acknowledged_inputs {
+        for (lsn, bytes) in &self.acknowledged_inputs {
             let kept = self
                 .backup
                 .durable
                 .get((lsn.0 - 1) as usize)
-                .is_some_and(|record| record.kind == RecordKind::StdinArrived);
+                .is_some_and(|record| {
+                    record.kind == RecordKind::StdinData && record.payload == *bytes
+                });
             if !kept {
                 self.report.violations.push(format!(
                     "acknowledged stdin record {} is not in the final log",

@@ -87,6 +87,15 @@ impl QueueStdin for Recorder<FixedInputs> {
     }
 }
 
+impl QueueStdin for understudy_guest::ReplayThenRecord<FixedInputs> {
+    fn push(&mut self, chunk: &[u8]) {
+        self.recorder_mut().push(chunk);
+    }
+    fn close(&mut self) {
+        self.recorder_mut().close();
+    }
+}
+
 impl QueueStdin for Recorder<understudy_guest::SystemInputs> {
     fn push(&mut self, chunk: &[u8]) {
         self.source_mut().push_stdin(Bytes::copy_from_slice(chunk));

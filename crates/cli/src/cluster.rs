@@ -29,14 +29,15 @@ pub enum MembersCommand {
     },
 }
 
-/// Prints the members as the leader sees them (it alone knows match indexes).
+/// Prints the members as the leader sees them. Every member's own commit and
+/// applied index come with the answer: the answering node gathers them
+/// (`GET /v1/cluster`), so the CLI does not ask each member itself.
 pub async fn status(args: ClientArgs) -> Result<(), CliError> {
     let client = args.client()?;
     let mut view = client.cluster().await?;
     if let Some(leader_view) = leader_view(&client, &view).await {
         view = leader_view;
     }
-    fill_own_indexes(&client, &mut view).await;
     match args.output {
         Output::Json => print_json(&view),
         Output::Table => {
@@ -58,27 +59,6 @@ async fn leader_view(client: &Client, view: &ClusterStatus) -> Option<ClusterSta
         .with_endpoints(vec![leader.client_address.clone()], MEMBER_QUERY_DEADLINE)
         .ok()?;
     leader_client.cluster().await.ok()
-}
-
-/// Fills each member's commit and applied index from the member itself where
-/// the answering node did not know them (a leader knows only match indexes).
-async fn fill_own_indexes(client: &Client, view: &mut ClusterStatus) {
-    let queries = view.members.iter().map(|member| async move {
-        let own = client
-            .with_endpoints(vec![member.client_address.clone()], MEMBER_QUERY_DEADLINE)
-            .ok()?;
-        let status = own.cluster().await.ok()?;
-        status
-            .members
-            .into_iter()
-            .find(|entry| entry.id == status.node_id)
-    });
-    let answers = futures::future::join_all(queries).await;
-    for (member, answer) in view.members.iter_mut().zip(answers) {
-        let Some(own) = answer else { continue };
-        member.commit_index = member.commit_index.or(own.commit_index);
-        member.applied_index = member.applied_index.or(own.applied_index);
-    }
 }
 
 /// A member registers its client URL in the replicated state once it is up and

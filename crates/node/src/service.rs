@@ -266,26 +266,24 @@ impl NodeService {
             Err(_) => return Err(unavailable("the node stopped")),
         };
         // From here the change is in the log: any failure is "outcome unknown".
+        // Wait until a published status view shows it applied; a new leader may
+        // have replaced the entry, so judge by that view's configuration. The
+        // view follows the applied index by at most a driver turn, hence the
+        // short bound on each wait besides the wake-up on every applied entry.
         let mut applied = self.shared.applied.subscribe();
-        while *applied.borrow_and_update() < index.get() {
-            match tokio::time::timeout_at(deadline, applied.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(timeout("the node stopped")),
-                Err(_) => return Err(timeout("the membership change was not committed in time")),
-            }
-        }
-        // Applied up to its index, but a new leader may have replaced the entry:
-        // judge by the configuration in the first status view published since
-        // (the driver publishes it at the end of the iteration that applied).
         let membership = loop {
             let view = self.shared.status_view();
             if let Some(status) = view.status.filter(|status| status.applied_index >= index) {
                 break status.membership;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(timeout("the membership change was not committed in time"));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let wake = deadline.min(now + Duration::from_millis(5));
+            if let Ok(Err(_)) = tokio::time::timeout_at(wake, applied.changed()).await {
+                return Err(timeout("the node stopped"));
+            }
         };
         let took_effect = match change {
             MembershipChange::AddLearner(node) => membership.contains(node),

@@ -226,7 +226,7 @@ struct World {
     to_primary: Link<PairMessage>,
     /// Releases on their way to the output store, with the sender's epoch.
     to_store: Link<(Epoch, Output)>,
-    /// Messages from crashed primaries still in flight.
+    /// The released output (the reader's view).
     store: OutputStore,
     report: PairsReport,
     /// Stdin records whose clients got their acknowledgement.
@@ -370,7 +370,7 @@ impl World {
             self.primary.log.tick();
         }
         self.deliver();
-        self.run_commands();
+        self.run_commands(false);
     }
 
     fn finish_one_write(&mut self) {
@@ -411,31 +411,59 @@ impl World {
         }
     }
 
-    fn run_commands(&mut self) {
-        for command in self.primary.log.take_commands() {
+    /// Carries out both sides' commands: over the lossy links, or (`reliable`,
+    /// once the network healed) by handing messages and releases over at once.
+    /// Every release is checked against the output rule either way. Returns
+    /// whether there were any commands.
+    fn run_commands(&mut self, reliable: bool) -> bool {
+        let primary_commands = self.primary.log.take_commands();
+        let backup_commands = self.backup.log.take_commands();
+        let any = !primary_commands.is_empty() || !backup_commands.is_empty();
+        for command in primary_commands {
             match command {
+                Command::Send(message) if reliable => self.backup.log.handle(message),
                 Command::Send(message) => self.to_backup.send(&mut self.random, self.now, message),
-                Command::Release(outputs) => {
-                    let durable = self.backup.durable.last().map_or(Lsn(0), |r| r.lsn);
-                    for output in outputs {
-                        if output.depends_on > durable {
-                            self.report.violations.push(format!(
-                                "oseq {} released at step {} before lsn {} was durable (durable {})",
-                                output.oseq.0, self.now, output.depends_on.0, durable.0
-                            ));
-                        }
-                        // Releases travel to the store in order (one stream).
-                        self.to_store.queue.push_back(InFlight {
-                            arrives_at: self.now + 1,
-                            message: (self.epoch, output),
-                        });
-                    }
-                }
+                Command::Release(outputs) => self.release(outputs, reliable),
                 Command::Stop { .. } | Command::Persist(_) => {}
             }
         }
-        // A client's stdin write is answered once its record is durable at
-        // the backup (docs/pairs.md, rule 3).
+        self.answer_acknowledged_inputs();
+        for command in backup_commands {
+            match command {
+                Command::Send(message) if reliable => self.primary.log.handle(message),
+                Command::Send(message) => self.to_primary.send(&mut self.random, self.now, message),
+                Command::Persist(records) => self.backup.disk_queue.push_back(records),
+                Command::Release(_) | Command::Stop { .. } => {}
+            }
+        }
+        any
+    }
+
+    /// Checks the output rule for `outputs` and sends them to the store.
+    fn release(&mut self, outputs: Vec<Output>, reliable: bool) {
+        let durable = self.backup.durable.last().map_or(Lsn(0), |r| r.lsn);
+        for output in outputs {
+            if output.depends_on > durable {
+                self.report.violations.push(format!(
+                    "oseq {} released at step {} before lsn {} was durable (durable {})",
+                    output.oseq.0, self.now, output.depends_on.0, durable.0
+                ));
+            }
+            if reliable {
+                self.offer_to_store(self.epoch, &output);
+            } else {
+                // Releases travel to the store in order (one stream).
+                self.to_store.queue.push_back(InFlight {
+                    arrives_at: self.now + 1,
+                    message: (self.epoch, output),
+                });
+            }
+        }
+    }
+
+    /// A client's stdin write is answered once its record is durable at the
+    /// backup (docs/pairs.md, rule 3).
+    fn answer_acknowledged_inputs(&mut self) {
         let acknowledged = self.primary.log.acknowledged();
         let (answered, waiting): (Vec<_>, Vec<_>) = self
             .primary
@@ -445,13 +473,6 @@ impl World {
         self.primary.waiting_inputs = waiting;
         self.report.inputs_acknowledged += answered.len() as u64;
         self.acknowledged_inputs.extend(answered);
-        for command in self.backup.log.take_commands() {
-            match command {
-                Command::Send(message) => self.to_primary.send(&mut self.random, self.now, message),
-                Command::Persist(records) => self.backup.disk_queue.push_back(records),
-                Command::Release(_) | Command::Stop { .. } => {}
-            }
-        }
     }
 
     /// The primary's node crashes: the backup fences, wins the promotion,
@@ -524,7 +545,7 @@ impl World {
             }
             // Commands beget commands (an acknowledgement releases outputs):
             // carry them out until none are left.
-            while self.run_commands_reliably() {}
+            while self.run_commands(true) {}
             let settled = self.primary.log.acknowledged() == self.primary.log.logged()
                 && self.primary.log.held_outputs() == 0
                 && self.to_store.queue.is_empty()
@@ -535,33 +556,6 @@ impl World {
         }
         self.check_final();
         self.report
-    }
-
-    /// Carries out both sides' commands over a reliable network; false when
-    /// there were none.
-    fn run_commands_reliably(&mut self) -> bool {
-        let primary_commands = self.primary.log.take_commands();
-        let backup_commands = self.backup.log.take_commands();
-        let any = !primary_commands.is_empty() || !backup_commands.is_empty();
-        for command in primary_commands {
-            match command {
-                Command::Send(message) => self.backup.log.handle(message),
-                Command::Release(outputs) => {
-                    for output in outputs {
-                        self.offer_to_store(self.epoch, &output);
-                    }
-                }
-                _ => {}
-            }
-        }
-        for command in backup_commands {
-            match command {
-                Command::Send(message) => self.primary.log.handle(message),
-                Command::Persist(records) => self.backup.disk_queue.push_back(records),
-                _ => {}
-            }
-        }
-        any
     }
 
     fn check_final(&mut self) {

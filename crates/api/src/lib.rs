@@ -67,6 +67,7 @@ mod cluster;
 mod encoding;
 mod error;
 mod kv;
+pub mod process_service;
 pub mod service;
 mod txn;
 mod watch;

@@ -157,4 +157,10 @@ pub trait ClusterService: Send + Sync + 'static {
 
     /// Whether the node is running normally (for `/healthz`).
     fn is_healthy(&self) -> bool;
+
+    /// The node's process pairs (`/v1/processes...`); `None` where a service
+    /// offers only the key-value store (the processes routes then answer 503).
+    fn processes(&self) -> Option<std::sync::Arc<dyn crate::process_service::ProcessService>> {
+        None
+    }
 }

@@ -57,13 +57,15 @@ impl BackupLog {
 
     /// Handles a message from the primary.
     pub fn handle(&mut self, message: PairMessage) {
-        let PairMessage::Append {
-            pid,
-            epoch,
-            records,
-        } = message
-        else {
-            return; // only a primary handles the other kinds
+        let (pid, epoch, records, heartbeat_logged) = match message {
+            PairMessage::Append {
+                pid,
+                epoch,
+                records,
+            } => (pid, epoch, records, None),
+            PairMessage::Heartbeat { pid, epoch, logged } => (pid, epoch, Vec::new(), Some(logged)),
+            // Only a primary handles the other kinds.
+            _ => return,
         };
         if pid != self.pid {
             return;
@@ -78,7 +80,23 @@ impl BackupLog {
         // The current primary, or a newer one this node was paired with.
         self.epoch = epoch;
         self.primary_epoch = epoch;
-        self.accept(epoch, records);
+        match heartbeat_logged {
+            Some(logged) => self.answer_heartbeat(epoch, logged),
+            None => self.accept(epoch, records),
+        }
+    }
+
+    /// A heartbeat: ask for what is missing, else say how far we are.
+    fn answer_heartbeat(&mut self, epoch: Epoch, logged: Lsn) {
+        if logged > self.written {
+            self.commands.push(Command::Send(PairMessage::Resend {
+                pid: self.pid,
+                epoch,
+                from: self.written.next(),
+            }));
+        } else {
+            self.acknowledge(epoch);
+        }
     }
 
     fn accept(&mut self, epoch: Epoch, records: Vec<Record>) {

@@ -16,6 +16,18 @@ pub enum PairMessage {
         /// The records.
         records: Vec<Record>,
     },
+    /// Primary → backup: the primary is alive and has logged up to `logged`
+    /// (sent when there is nothing to append, so the backup's suspicion timer
+    /// measures the primary, not the guest's activity). Answered like an
+    /// append: an `Ack`, a `Resend` when records are missing, or `Fenced`.
+    Heartbeat {
+        /// The process.
+        pid: Pid,
+        /// The sender's epoch.
+        epoch: Epoch,
+        /// The last lsn the primary logged.
+        logged: Lsn,
+    },
     /// Backup → primary: every record up to `durable` is durable here.
     Ack {
         /// The process.
@@ -48,6 +60,7 @@ impl PairMessage {
     pub fn pid(&self) -> Pid {
         match self {
             PairMessage::Append { pid, .. }
+            | PairMessage::Heartbeat { pid, .. }
             | PairMessage::Ack { pid, .. }
             | PairMessage::Resend { pid, .. }
             | PairMessage::Fenced { pid, .. } => *pid,

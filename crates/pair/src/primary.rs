@@ -272,6 +272,24 @@ impl PrimaryLog {
         }
     }
 
+    /// Tells the backup this primary is alive (the shell calls it when it has
+    /// sent nothing for a while); the answer acknowledges or asks for records.
+    pub fn heartbeat(&mut self) {
+        if self.fenced_by.is_some() {
+            return;
+        }
+        self.commands.push(Command::Send(PairMessage::Heartbeat {
+            pid: self.pid,
+            epoch: self.epoch,
+            logged: self.logged(),
+        }));
+    }
+
+    /// Outputs held for the backup's acknowledgement, oldest first.
+    pub fn held(&self) -> impl Iterator<Item = &Output> {
+        self.held.iter()
+    }
+
     /// The commands produced so far, in order.
     pub fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)

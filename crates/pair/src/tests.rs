@@ -350,3 +350,48 @@ proptest! {
         prop_assert_eq!(durable, logged);
     }
 }
+
+/// A heartbeat after a lost append makes the backup ask for the missing
+/// records, so the outputs waiting on them are released without waiting for the
+/// retransmission timer.
+#[test]
+fn a_heartbeat_recovers_a_lost_append() {
+    let mut pair = Pair::new(PrimaryConfig::default());
+    pair.primary
+        .log(RecordKind::Random, record_payload(1), 1)
+        .unwrap();
+    pair.primary
+        .output(Stream::Stdout, Bytes::from_static(b"x"))
+        .unwrap();
+    pair.primary.flush();
+    pair.run_commands();
+    pair.deliver(true, true, false); // the append is lost
+    pair.primary.heartbeat();
+    pair.run_commands();
+    pair.deliver(true, false, false); // heartbeat → Resend
+    pair.run_commands();
+    pair.deliver(false, false, false); // Resend → Append again
+    pair.run_commands();
+    pair.deliver(true, false, false);
+    pair.run_commands();
+    pair.finish_one_write();
+    pair.run_commands();
+    pair.deliver(false, false, false); // Ack
+    pair.run_commands();
+    assert_eq!(pair.primary.acknowledged(), Lsn(1));
+    assert_eq!(pair.released.len(), 1);
+}
+
+/// A heartbeat from a fenced-off epoch is answered with `Fenced`.
+#[test]
+fn a_heartbeat_from_an_old_epoch_is_fenced() {
+    let mut pair = Pair::new(PrimaryConfig::default());
+    pair.backup.fence(Epoch(2));
+    pair.primary.heartbeat();
+    pair.run_commands();
+    pair.deliver(true, false, false);
+    pair.run_commands();
+    pair.deliver(false, false, false);
+    pair.run_commands();
+    assert_eq!(pair.stopped, Some(Epoch(2)));
+}

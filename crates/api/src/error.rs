@@ -4,13 +4,16 @@
 //! a contract (issue 3, section 3): KV endpoints answer only 200, 400, 401, 404,
 //! 409, 413, 503 and 504. The rule used for [`KvError`]: a broken *size* limit is
 //! 413 `too_large`, a malformed or meaningless input is 400, an expired session
-//! is 409.
+//! is 409. The process endpoints (issue 4) use the same codes plus 201 for a
+//! spawn; [`ProcessError`] maps onto them variant by variant, and its
+//! `Service` variant exactly as the KV API maps a [`ServiceError`].
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use understudy_kv::KvError;
 
+use crate::process_service::ProcessError;
 use crate::service::ServiceError;
 
 /// Why an API request failed, already classified for its HTTP answer.
@@ -39,6 +42,15 @@ pub enum ApiError {
     NotFound {
         /// What was not found.
         detail: String,
+    },
+    /// The process name is taken: 409 `name_in_use` with the pid holding it, so
+    /// a client can find the process it may have started itself.
+    #[error("name in use: {detail}")]
+    NameInUse {
+        /// What is in use, by whom.
+        detail: String,
+        /// The process using the name.
+        pid: u64,
     },
     /// The request's session expired: 409 `session_expired`.
     #[error("session expired")]
@@ -89,7 +101,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::SessionExpired => StatusCode::CONFLICT,
+            ApiError::SessionExpired | ApiError::NameInUse { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -104,6 +116,9 @@ impl ApiError {
                 json!({"error": "unauthorized", "detail": "missing or wrong bearer token"})
             }
             ApiError::NotFound { detail } => json!({"error": "not_found", "detail": detail}),
+            ApiError::NameInUse { detail, pid } => {
+                json!({"error": "name_in_use", "detail": detail, "pid": pid})
+            }
             ApiError::SessionExpired => json!({
                 "error": "session_expired",
                 "detail": "the request is too old to judge or its session is gone; it was not applied now",
@@ -140,6 +155,25 @@ impl From<ServiceError> for ApiError {
                 code: "invalid_cluster_request",
                 detail,
             },
+        }
+    }
+}
+
+impl From<ProcessError> for ApiError {
+    /// Every variant is mapped deliberately; see the module documentation.
+    fn from(error: ProcessError) -> ApiError {
+        let detail = error.to_string();
+        match error {
+            ProcessError::NotFound { .. } => ApiError::NotFound { detail },
+            ProcessError::NameInUse { pid, .. } => ApiError::NameInUse { detail, pid },
+            ProcessError::InvalidModule { .. } => ApiError::BadRequest {
+                code: "invalid_module",
+                detail,
+            },
+            ProcessError::BadRequest { .. } => ApiError::bad_request(detail),
+            ProcessError::TooLarge { .. } => ApiError::TooLarge { detail },
+            ProcessError::Unavailable { .. } => ApiError::Unavailable { detail },
+            ProcessError::Service(service_error) => ApiError::from(service_error),
         }
     }
 }

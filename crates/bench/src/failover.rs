@@ -42,18 +42,39 @@ pub struct FailoverOptions {
     pub election_timeout_ms: u64,
 }
 
-struct Cluster {
+/// A three-node cluster of `understudy node` child processes (shared with the
+/// process-pair benchmark in `pairs.rs`).
+pub(crate) struct Cluster {
     options: FailoverOptions,
     children: Vec<Option<Child>>,
     http: reqwest::Client,
 }
 
 impl Cluster {
-    fn client_url(&self, id: u16) -> String {
+    /// A cluster of [`NODES`] nodes, none started yet.
+    pub(crate) fn new(options: FailoverOptions, http: reqwest::Client) -> Cluster {
+        Cluster {
+            options,
+            children: (0..NODES).map(|_| None).collect(),
+            http,
+        }
+    }
+
+    /// The ids of the nodes, 1 to [`NODES`].
+    pub(crate) fn node_ids() -> std::ops::RangeInclusive<u16> {
+        1..=NODES
+    }
+
+    /// Whether node `id` was started and not killed since.
+    pub(crate) fn is_running(&self, id: u16) -> bool {
+        self.children[usize::from(id - 1)].is_some()
+    }
+
+    pub(crate) fn client_url(&self, id: u16) -> String {
         format!("http://127.0.0.1:{}", self.options.base_port + id - 1)
     }
 
-    fn start(&mut self, id: u16) -> Result<(), String> {
+    pub(crate) fn start(&mut self, id: u16) -> Result<(), String> {
         let options = &self.options;
         let peer = |member: u16| options.base_port + PEER_PORT_OFFSET + member - 1;
         let initial_cluster: Vec<String> = (1..=NODES)
@@ -97,7 +118,7 @@ impl Cluster {
     }
 
     /// SIGKILLs node `id` and reaps it.
-    async fn kill(&mut self, id: u16) -> Result<(), String> {
+    pub(crate) async fn kill(&mut self, id: u16) -> Result<(), String> {
         let Some(mut child) = self.children[usize::from(id - 1)].take() else {
             return Err(format!("node {id} is not running"));
         };
@@ -123,7 +144,7 @@ impl Cluster {
     }
 
     /// Waits until a running node reports a leader that is itself running.
-    async fn wait_for_leader(&self) -> Result<u16, String> {
+    pub(crate) async fn wait_for_leader(&self) -> Result<u16, String> {
         let deadline = Instant::now() + PHASE_TIMEOUT;
         while Instant::now() < deadline {
             for id in 1..=NODES {
@@ -176,11 +197,7 @@ pub async fn run(options: FailoverOptions) -> Result<Samples, String> {
         .build()
         .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
     let kills = options.kills;
-    let mut cluster = Cluster {
-        options,
-        children: (0..NODES).map(|_| None).collect(),
-        http,
-    };
+    let mut cluster = Cluster::new(options, http);
     for id in 1..=NODES {
         cluster.start(id)?;
     }

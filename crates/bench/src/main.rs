@@ -1,10 +1,12 @@
 //! `understudy-bench`: closed-loop HTTP load against understudy or etcd
 //! (`load`), and leader-failover timing on a cluster it starts itself
-//! (`failover`). `scripts/bench` runs both systems side by side.
+//! (`failover`), and process-pair throughput and failover (`pairs`).
+//! `scripts/bench` runs both systems side by side.
 
 mod failover;
 mod histogram;
 mod load;
+mod pairs;
 
 use clap::{Parser, Subcommand};
 use histogram::format_millis;
@@ -15,6 +17,10 @@ use std::time::Duration;
 const DURATION_S_MAX: u64 = 3600;
 /// Most leader kills one failover run performs.
 const KILLS_MAX: usize = 1000;
+/// Most concurrent stdin writers of a process-pair throughput phase.
+const WRITERS_MAX: usize = 1024;
+/// Largest guest memory the pairs failover accepts (`cpu-heavy` takes 1..=1024).
+const MEMORY_MIB_MAX: u32 = 1024;
 
 /// HTTP benchmarks for understudy (and etcd, for comparison).
 #[derive(Parser, Debug)]
@@ -71,6 +77,38 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         election_timeout: u64,
     },
+    /// Start a 3-node understudy cluster; measure `running-total` throughput
+    /// paired vs unpaired on the same node, then time `--failovers` SIGKILLs
+    /// of the primary's node to the first new output.
+    Pairs {
+        /// The `understudy` executable.
+        #[arg(long, default_value = "target/release/understudy")]
+        binary: PathBuf,
+        /// Directory with `running-total.wasm` and `cpu-heavy.wasm`.
+        #[arg(long, default_value = "guests")]
+        guests_dir: PathBuf,
+        /// Seconds of each throughput phase (four phases: paired, unpaired,
+        /// unpaired, paired).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent stdin writers per phase, each with its own client id.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Primary kills (0 skips the failover part).
+        #[arg(long, default_value_t = 20)]
+        failovers: usize,
+        /// Fail over `cpu-heavy.wasm` touching this many MiB instead of
+        /// `running-total.wasm`.
+        #[arg(long)]
+        memory_mib: Option<u32>,
+        /// Node i serves clients on P+i-1 and peers on P+100+i-1.
+        #[arg(long, default_value_t = 24479)]
+        base_port: u16,
+        /// Data and log directory (default: a fresh temp dir, removed after a
+        /// successful run).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -112,6 +150,33 @@ fn main() {
                     election_timeout_ms: election_timeout,
                 };
                 run_failover(options, data_dir.is_none()).await
+            }
+            BenchCommand::Pairs {
+                binary,
+                guests_dir,
+                seconds,
+                writers,
+                failovers,
+                memory_mib,
+                base_port,
+                data_dir,
+            } => {
+                let options = pairs::PairsOptions {
+                    cluster: failover::FailoverOptions {
+                        binary,
+                        data_dir: data_dir.clone().unwrap_or_else(failover::default_data_dir),
+                        base_port,
+                        kills: failovers,
+                        heartbeat_interval_ms: 100,
+                        election_timeout_ms: 1000,
+                    },
+                    guests_dir,
+                    phase: Duration::from_secs(seconds),
+                    writers,
+                    failovers,
+                    memory_mib,
+                };
+                run_pairs(options, data_dir.is_none()).await
             }
         }
     });
@@ -188,4 +253,64 @@ async fn run_failover(
         failover::remove_data_dir(&data_dir);
     }
     Ok(())
+}
+
+async fn run_pairs(options: pairs::PairsOptions, remove_after: bool) -> Result<(), String> {
+    if options.phase.is_zero() || options.phase > Duration::from_secs(DURATION_S_MAX) {
+        return Err(format!("--seconds must be within 1..={DURATION_S_MAX}"));
+    }
+    if options.writers == 0 || options.writers > WRITERS_MAX {
+        return Err(format!("--writers must be within 1..={WRITERS_MAX}"));
+    }
+    if options.failovers > KILLS_MAX {
+        return Err(format!("--failovers must be within 0..={KILLS_MAX}"));
+    }
+    if options
+        .memory_mib
+        .is_some_and(|memory_mib| memory_mib == 0 || memory_mib > MEMORY_MIB_MAX)
+    {
+        return Err(format!("--memory-mib must be within 1..={MEMORY_MIB_MAX}"));
+    }
+    let data_dir = options.cluster.data_dir.clone();
+    let mut report = pairs::run(options).await?;
+    print_pairs_summary(&mut report);
+    if remove_after {
+        failover::remove_data_dir(&data_dir);
+    }
+    Ok(())
+}
+
+fn print_pairs_summary(report: &mut pairs::PairsReport) {
+    println!();
+    println!("| kind | acked writes/s | output lines/s | failed writes |");
+    println!("|---|---:|---:|---:|");
+    for (kind, phase) in [("paired", &report.paired), ("unpaired", &report.unpaired)] {
+        println!(
+            "| {kind} | {:.0} | {:.0} | {} |",
+            phase.writes_per_second(),
+            phase.lines_per_second(),
+            phase.failed_writes
+        );
+    }
+    let lines_ratio = if report.unpaired.lines_per_second() > 0.0 {
+        report.paired.lines_per_second() / report.unpaired.lines_per_second()
+    } else {
+        0.0
+    };
+    println!("| ratio | {:.2} | {lines_ratio:.2} | |", report.ratio());
+    let failovers = &mut report.failovers;
+    println!();
+    println!(
+        "failovers: {} median_ms={} p90_ms={} worst_ms={}",
+        failovers.operations(),
+        format_millis(failovers.percentile(50.0)),
+        format_millis(failovers.percentile(90.0)),
+        format_millis(failovers.percentile(100.0)),
+    );
+    println!(
+        "pairs: ratio={:.2} failover_median_ms={} failover_worst_ms={}",
+        report.ratio(),
+        format_millis(report.failovers.percentile(50.0)),
+        format_millis(report.failovers.percentile(100.0)),
+    );
 }

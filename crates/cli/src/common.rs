@@ -96,6 +96,7 @@ pub fn client_error_code(error: &ClientError) -> &'static str {
         ClientError::SessionExpired => "session_expired",
         ClientError::BadRequest(_) => "bad_request",
         ClientError::Conflict(_) => "conflict",
+        ClientError::NameInUse { .. } => "name_in_use",
         ClientError::TooLarge(_) => "too_large",
         ClientError::Unauthorized => "unauthorized",
         ClientError::Server { .. } => "unexpected_answer",

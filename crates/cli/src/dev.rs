@@ -49,13 +49,13 @@ pub struct DevArgs {
 
 /// One started node, as printed and written to `cluster.json`.
 #[derive(Debug, Clone, Serialize)]
-struct DevNode {
-    id: u64,
+pub(crate) struct DevNode {
+    pub(crate) id: u64,
     pid: u32,
-    client_url: String,
+    pub(crate) client_url: String,
     peer_address: String,
     data_dir: PathBuf,
-    log_file: PathBuf,
+    pub(crate) log_file: PathBuf,
     /// The command line that started it, to restart it by hand.
     restart_command: Vec<String>,
 }
@@ -85,7 +85,7 @@ fn ports(args: &DevArgs, id: u16) -> (u16, u16) {
     (client, client + PEER_PORT_OFFSET)
 }
 
-fn check_ports_free(args: &DevArgs) -> Result<(), CliError> {
+pub(crate) fn check_ports_free(args: &DevArgs) -> Result<(), CliError> {
     for id in 1..=args.nodes {
         let (client, peer) = ports(args, id);
         for port in [client, peer] {
@@ -99,7 +99,7 @@ fn check_ports_free(args: &DevArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn fresh_temp_dir() -> Result<PathBuf, CliError> {
+pub(crate) fn fresh_temp_dir() -> Result<PathBuf, CliError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.subsec_nanos());
@@ -141,7 +141,11 @@ async fn supervise(args: DevArgs, data_dir: PathBuf) -> Result<(), CliError> {
     outcome
 }
 
-fn spawn_node(args: &DevArgs, data_dir: &Path, id: u16) -> Result<(Child, DevNode), CliError> {
+pub(crate) fn spawn_node(
+    args: &DevArgs,
+    data_dir: &Path,
+    id: u16,
+) -> Result<(Child, DevNode), CliError> {
     let executable = std::env::current_exe()
         .map_err(|error| CliError::Failed(format!("cannot find my own executable: {error}")))?;
     let initial_cluster: Vec<String> = (1..=args.nodes)
@@ -213,7 +217,7 @@ fn spawn_node(args: &DevArgs, data_dir: &Path, id: u16) -> Result<(Child, DevNod
 }
 
 /// Polls `GET /v1/cluster` on every node until one reports a leader.
-async fn wait_for_leader(args: &DevArgs, nodes: &[DevNode]) -> Result<u64, CliError> {
+pub(crate) async fn wait_for_leader(args: &DevArgs, nodes: &[DevNode]) -> Result<u64, CliError> {
     let endpoints = nodes.iter().map(|node| node.client_url.clone()).collect();
     let options = ClientOptions {
         deadline: Duration::from_millis(500),
@@ -331,7 +335,7 @@ async fn next_exit(children: &mut [Child], running: &[bool]) -> (usize, String) 
 
 /// SIGTERM to every running child, then waits; a child still running after the
 /// grace period is killed.
-async fn stop_all(children: &mut [Child], nodes: &[DevNode]) {
+pub(crate) async fn stop_all(children: &mut [Child], nodes: &[DevNode]) {
     for child in children.iter_mut() {
         let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
             continue; // already reaped

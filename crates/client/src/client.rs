@@ -68,9 +68,21 @@ pub(crate) struct Request {
     /// Path and query, starting with `/`.
     pub(crate) path: String,
     pub(crate) body: Option<Bytes>,
-    pub(crate) json: bool,
+    /// The body's `Content-Type`, if it has a body.
+    pub(crate) content_type: Option<&'static str>,
     pub(crate) kind: RequestKind,
 }
+
+/// A successful (2xx) answer: its body and headers (some calls, such as
+/// process output reads, carry results in headers).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Reply {
+    pub(crate) body: Bytes,
+    pub(crate) headers: reqwest::header::HeaderMap,
+}
+
+/// The `Content-Type` of JSON request bodies.
+pub(crate) const JSON: Option<&str> = Some("application/json");
 
 impl Client {
     /// A client of the cluster reachable at `endpoints` (`http://host:port`),
@@ -138,7 +150,7 @@ impl Client {
             method: Method::PUT,
             path: kv_path(key),
             body: Some(value.into()),
-            json: false,
+            content_type: None,
             kind: RequestKind::KeyedWrite,
         };
         self.call_json(request).await
@@ -159,7 +171,7 @@ impl Client {
             method: Method::DELETE,
             path: kv_path(key),
             body: None,
-            json: false,
+            content_type: None,
             kind: RequestKind::KeyedWrite,
         };
         self.call_json(request).await
@@ -190,7 +202,7 @@ impl Client {
             method: Method::POST,
             path: "/v1/txn".to_string(),
             body: Some(Bytes::from(body)),
-            json: true,
+            content_type: JSON,
             kind: RequestKind::KeyedWrite,
         };
         self.call_json(request).await
@@ -239,18 +251,21 @@ impl Client {
             .map(|_| ())
     }
 
-    async fn call_json<T: DeserializeOwned>(&self, request: Request) -> Result<T, ClientError> {
-        let body = self.call(request).await?;
-        serde_json::from_slice(&body).map_err(|error| ClientError::Server {
+    pub(crate) async fn call_json<T: DeserializeOwned>(
+        &self,
+        request: Request,
+    ) -> Result<T, ClientError> {
+        let reply = self.call(request).await?;
+        serde_json::from_slice(&reply.body).map_err(|error| ClientError::Server {
             status: 200,
             detail: format!("unparseable answer: {error}"),
         })
     }
 
     /// Sends `request`, rotating through endpoints and retrying what is safe to
-    /// retry until the deadline; returns the body of the first 200. A keyed
+    /// retry until the deadline; returns the first 2xx answer. A keyed
     /// write is numbered by the session and retried under the same key.
-    pub(crate) async fn call(&self, request: Request) -> Result<Bytes, ClientError> {
+    pub(crate) async fn call(&self, request: Request) -> Result<Reply, ClientError> {
         if request.kind != RequestKind::KeyedWrite {
             return self.call_with_key(&request, None).await.0;
         }
@@ -280,7 +295,7 @@ impl Client {
         &self,
         request: &Request,
         key: Option<&str>,
-    ) -> (Result<Bytes, ClientError>, bool) {
+    ) -> (Result<Reply, ClientError>, bool) {
         let mut state = RetryState::new(&self.inner.options, self.inner.endpoints.len());
         let mut endpoint_index = self.inner.preferred_endpoint.load(Ordering::Relaxed);
         loop {
@@ -322,8 +337,8 @@ impl Client {
             builder = builder.header("Idempotency-Key", key);
         }
         if let Some(body) = &request.body {
-            if request.json {
-                builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
+            if let Some(content_type) = request.content_type {
+                builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
             }
             builder = builder.body(body.clone());
         }
@@ -332,6 +347,7 @@ impl Client {
             Err(error) => return Attempt::from_send_error(&error),
         };
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         if response.content_length().unwrap_or(0) > CLIENT_RESPONSE_BYTES_MAX as u64 {
             return Attempt::Answered(Err(ClientError::TooLarge(format!(
                 "answer of {} bytes",
@@ -344,8 +360,9 @@ impl Client {
             // the outcome is unknown.
             Err(error) => return Attempt::Lost(format!("reading the answer: {error}")),
         };
-        if status == 200 {
-            Attempt::Answered(Ok(body))
+        // 201 (a process spawned) is as much a success as 200.
+        if response_is_success(status) {
+            Attempt::Answered(Ok(Reply { body, headers }))
         } else {
             Attempt::Answered(Err(error_from_response(status, &body)))
         }
@@ -353,25 +370,30 @@ impl Client {
 }
 
 impl Request {
-    fn read(path: String) -> Request {
+    pub(crate) fn read(path: String) -> Request {
         Request {
             method: Method::GET,
             path,
             body: None,
-            json: false,
+            content_type: None,
             kind: RequestKind::Read,
         }
     }
 
-    fn unkeyed_write(method: Method, path: &str, json_body: Option<String>) -> Request {
+    pub(crate) fn unkeyed_write(method: Method, path: &str, json_body: Option<String>) -> Request {
         Request {
             method,
             path: path.to_string(),
-            json: json_body.is_some(),
+            content_type: json_body.as_ref().and(JSON),
             body: json_body.map(Bytes::from),
             kind: RequestKind::UnkeyedWrite,
         }
     }
+}
+
+/// Whether `status` is a success: 200 for most calls, 201 for a spawn.
+fn response_is_success(status: u16) -> bool {
+    (200..300).contains(&status)
 }
 
 fn normalize_endpoints(endpoints: Vec<String>) -> Result<Vec<String>, ClientError> {

@@ -40,6 +40,14 @@ pub enum ClientError {
     /// A conflicting request (for example a membership change already pending).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A process name is taken (`409 name_in_use`), by process `pid`.
+    #[error("name in use by process {pid}: {detail}")]
+    NameInUse {
+        /// The process that has the name.
+        pid: u64,
+        /// The server's explanation.
+        detail: String,
+    },
     /// The request or a value is larger than the server accepts.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -72,6 +80,9 @@ struct ErrorBody {
     detail: Option<String>,
     #[serde(default)]
     outcome: Option<String>,
+    /// The process holding a name, with `name_in_use`.
+    #[serde(default)]
+    pid: Option<u64>,
 }
 
 /// Longest body excerpt quoted in an error message.
@@ -95,7 +106,10 @@ pub fn error_from_response(status: u16, body: &[u8]) -> ClientError {
         401 | 403 => ClientError::Unauthorized,
         404 => ClientError::NotFound { detail },
         409 if code == "session_expired" => ClientError::SessionExpired,
-        409 => ClientError::Conflict(detail),
+        409 => match parsed.as_ref().and_then(|parsed| parsed.pid) {
+            Some(pid) if code == "name_in_use" => ClientError::NameInUse { pid, detail },
+            _ => ClientError::Conflict(detail),
+        },
         413 => ClientError::TooLarge(detail),
         503 => ClientError::Unavailable { detail },
         504 => ClientError::Timeout {
@@ -131,6 +145,13 @@ mod tests {
         assert_eq!(
             error_from_response(409, br#"{"error":"pending","detail":"change pending"}"#),
             ClientError::Conflict("change pending".into())
+        );
+        assert_eq!(
+            error_from_response(409, br#"{"error":"name_in_use","detail":"n","pid":7}"#),
+            ClientError::NameInUse {
+                pid: 7,
+                detail: "n".into()
+            }
         );
         assert_eq!(
             error_from_response(404, br#"{"error":"not_found","detail":"no key a"}"#),

@@ -6,9 +6,8 @@
 //! write carrying an idempotency key is retried (with the *same* key, which the
 //! cluster applies at most once), and reads are retried freely.
 
-use crate::client::ClientOptions;
+use crate::client::{ClientOptions, Reply};
 use crate::error::ClientError;
-use bytes::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -31,8 +30,8 @@ pub(crate) enum Attempt {
     NotSent(String),
     /// The request may have been sent and no answer came.
     Lost(String),
-    /// The server answered: 200 with its body, or an error.
-    Answered(Result<Bytes, ClientError>),
+    /// The server answered: 2xx with its body and headers, or an error.
+    Answered(Result<Reply, ClientError>),
 }
 
 impl Attempt {
@@ -97,16 +96,16 @@ impl RetryState {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// `Ok(Some(body))`: done. `Ok(None)`: retry. `Err`: give up with this error.
+    /// `Ok(Some(reply))`: done. `Ok(None)`: retry. `Err`: give up with this error.
     pub(crate) fn judge(
         &mut self,
         attempt: Attempt,
         kind: &RequestKind,
-    ) -> Result<Option<Bytes>, ClientError> {
+    ) -> Result<Option<Reply>, ClientError> {
         self.attempts_in_round += 1;
         self.last_was_lost = false;
         match attempt {
-            Attempt::Answered(Ok(body)) => Ok(Some(body)),
+            Attempt::Answered(Ok(reply)) => Ok(Some(reply)),
             Attempt::NotSent(detail) => {
                 self.last_failure = detail;
                 Ok(None)

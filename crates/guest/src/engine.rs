@@ -1,7 +1,7 @@
 //! Engine configuration for determinism, and module loading and classification.
 
 use understudy_types::limits::{GUEST_MEMORY_BYTES_DEFAULT, GUEST_MODULE_BYTES_MAX};
-use wasmtime::{Config, Engine, ExternType, Module};
+use wasmtime::{Config, Engine, ExternType, Module, Mutability};
 
 use crate::wasi::is_supported;
 use crate::GuestError;
@@ -178,5 +178,20 @@ impl GuestModule {
     /// WASI `ENOSYS` (52), and the process's log should name them.
     pub fn unsupported_imports(&self) -> &[ImportName] {
         &self.unsupported_imports
+    }
+
+    /// Export names of every exported mutable global, in module order: what a
+    /// checkpoint captures. A module rewritten at load time to export every
+    /// mutable global (`crates/instrument`) lists all of them here unchanged.
+    pub fn mutable_globals(&self) -> Vec<String> {
+        self.module
+            .exports()
+            .filter_map(|export| match export.ty() {
+                ExternType::Global(global) if global.mutability() == Mutability::Var => {
+                    Some(export.name().to_string())
+                }
+                _ => None,
+            })
+            .collect()
     }
 }

@@ -12,6 +12,7 @@ use understudy_types::limits::{
 use wasmtime::{Instance, InstancePre, Linker, Store};
 
 use crate::engine::{GuestEngine, GuestModule, ImportName, ModuleKind, FUEL_TOTAL};
+use crate::pages::PageHashes;
 use crate::record::InputLog;
 use crate::wasi::{self, lock, HostState, MemoryLimiter, Shared};
 use crate::GuestError;
@@ -50,7 +51,7 @@ enum Call {
 type CallResult<L> = (Store<HostState<L>>, wasmtime::Result<Instance>);
 type CallFuture<L> = Pin<Box<dyn Future<Output = CallResult<L>> + Send>>;
 
-enum State<L: 'static> {
+pub(crate) enum State<L: 'static> {
     /// Not running: the store, and the instance once instantiated.
     Idle(Store<HostState<L>>, Option<Instance>),
     /// A call is under way (parked, out of fuel, or not polled yet).
@@ -61,11 +62,20 @@ enum State<L: 'static> {
 
 /// One guest: its store, its host state and the call under way.
 pub struct GuestInstance<L: InputLog + 'static> {
-    shared: Arc<Mutex<Shared<L>>>,
-    pre: InstancePre<HostState<L>>,
-    kind: ModuleKind,
+    pub(crate) shared: Arc<Mutex<Shared<L>>>,
+    pub(crate) pre: InstancePre<HostState<L>>,
+    pub(crate) kind: ModuleKind,
     unsupported_imports: Vec<ImportName>,
-    state: State<L>,
+    pub(crate) state: State<L>,
+    /// A reactor whose `_initialize` has not run yet (it runs before the first
+    /// handler call, even when a checkpoint instantiated the module earlier).
+    pub(crate) needs_initialize: bool,
+    /// Export names of the module's mutable globals, in module order.
+    pub(crate) mutable_globals: Vec<String>,
+    /// Page hashes as of the last checkpoint (or restore).
+    pub(crate) page_hashes: PageHashes,
+    /// The number of the last checkpoint taken (or restored): 0 for none.
+    pub(crate) checkpoint_number: u64,
 }
 
 impl<L: InputLog + 'static> std::fmt::Debug for GuestInstance<L> {
@@ -118,6 +128,8 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             args,
             env,
             closed: [false; 3],
+            stdin_bytes_read: 0,
+            stdin_eof_read: false,
             exit_code: None,
             failure: None,
         }));
@@ -154,6 +166,10 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             kind: module.kind(),
             unsupported_imports: module.unsupported_imports().to_vec(),
             state: State::Idle(store, None),
+            needs_initialize: module.kind() == ModuleKind::Reactor,
+            mutable_globals: module.mutable_globals(),
+            page_hashes: PageHashes::new(),
+            checkpoint_number: 0,
         })
     }
 
@@ -251,9 +267,9 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             return Err(GuestError::WrongState("no idle store".into()));
         };
         let pre = self.pre.clone();
-        let kind = self.kind;
+        let initialize = std::mem::replace(&mut self.needs_initialize, false);
         self.state = State::Running(Box::pin(async move {
-            let result = execute(&mut store, &pre, kind, instance, call).await;
+            let result = execute(&mut store, &pre, initialize, instance, call).await;
             (store, result)
         }));
         Ok(())
@@ -280,7 +296,11 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             return Ok(RunOutcome::Exited(code));
         }
         match result {
-            Ok(_) if self.kind == ModuleKind::Command => Ok(RunOutcome::Exited(0)),
+            Ok(_) if self.kind == ModuleKind::Command => {
+                // Returning from _start is exit code 0; kept for a checkpoint.
+                shared.exit_code = Some(0);
+                Ok(RunOutcome::Exited(0))
+            }
             Ok(instance) => {
                 self.state = State::Idle(store, Some(instance));
                 Ok(RunOutcome::Returned)
@@ -290,28 +310,24 @@ impl<L: InputLog + 'static> GuestInstance<L> {
     }
 }
 
-/// Instantiates on first use (running a reactor's `_initialize`), then makes `call`.
+/// Instantiates on first use, runs a reactor's `_initialize` if `initialize`, then
+/// makes `call`.
 async fn execute<L: InputLog + 'static>(
     store: &mut Store<HostState<L>>,
     pre: &InstancePre<HostState<L>>,
-    kind: ModuleKind,
+    initialize: bool,
     instance: Option<Instance>,
     call: Call,
 ) -> wasmtime::Result<Instance> {
     let instance = match instance {
         Some(instance) => instance,
-        None => {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            if kind == ModuleKind::Reactor {
-                if let Ok(initialize) =
-                    instance.get_typed_func::<(), ()>(&mut *store, "_initialize")
-                {
-                    initialize.call_async(&mut *store, ()).await?;
-                }
-            }
-            instance
-        }
+        None => pre.instantiate_async(&mut *store).await?,
     };
+    if initialize {
+        if let Ok(function) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+            function.call_async(&mut *store, ()).await?;
+        }
+    }
     match call {
         Call::Start => {
             let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;

@@ -28,6 +28,20 @@
 //! point where the later Asyncify step will unwind the guest to checkpoint it.
 //! Reactors are driven by [`GuestInstance::call_handler`].
 //!
+//! # Checkpoints
+//! At a quiescent point — a guest not started yet, a reactor between handler calls,
+//! a command that exited — [`GuestInstance::checkpoint`] captures a [`Checkpoint`]:
+//! the 4 KiB memory pages changed since the instance's previous checkpoint (found
+//! with per-page xxh3-128 hashes, see [`PageHashes`]), every exported mutable
+//! global, the host state ([`HostSnapshot`]: fd table, stdin cursor and backlog,
+//! `next_oseq`, unreleased outputs, clock offset, fuel) and the caller's extra
+//! bytes, tagged with the lsn of the last input logged before it. A backup folds
+//! checkpoints in order into a [`CheckpointImage`]; [`GuestInstance::restore`]
+//! brings a fresh instance to the image's point without running `_start` or
+//! `_initialize`. A command parked in stdin is refused
+//! ([`GuestError::NotQuiescent`]) until Asyncify lets it unwind. The byte format
+//! is in `docs/checkpoints.md`.
+//!
 //! # Determinism
 //! NaN canonicalisation is on, threads are off, SIMD is on with relaxed SIMD in its
 //! deterministic mode; fuel metering gives a deterministic position (logged with each
@@ -38,13 +52,21 @@
 //! clock is the source's reading plus a host-state offset, so after a failover it
 //! never goes backwards. `poll_oneoff` clock subscriptions fire at once.
 
+mod checkpoint;
+mod checkpoint_codec;
 mod engine;
 mod instance;
+mod pages;
 mod record;
+mod snapshot;
 mod wasi;
 
+pub use checkpoint::{
+    Checkpoint, CheckpointImage, GlobalBits, GlobalValue, GuestPhase, HostSnapshot, StdinBacklog,
+};
 pub use engine::{GuestConfig, GuestEngine, GuestModule, ImportName, ModuleKind};
 pub use instance::{Birth, GuestInstance, RunOutcome};
+pub use pages::{PageHashes, CHECKPOINT_PAGE_BYTES, WASM_PAGE_BYTES};
 pub use record::{
     HostInputs, InputLog, Recorder, ReplayThenRecord, Replayer, StdinRead, SystemInputs,
     CLOCK_MONOTONIC, CLOCK_REALTIME,
@@ -97,4 +119,18 @@ pub enum GuestError {
     /// The call does not fit the module kind or the instance's state.
     #[error("not possible now: {0}")]
     WrongState(String),
+    /// A checkpoint was asked for where the guest is not at a quiescent point
+    /// (a call under way, parked in stdin or out of fuel; trapped or killed).
+    #[error("not at a quiescent point: {0}")]
+    NotQuiescent(String),
+    /// An encoded checkpoint is truncated, corrupt or beyond a limit, or a
+    /// checkpoint's contents are inconsistent.
+    #[error("invalid checkpoint: {0}")]
+    CheckpointInvalid(String),
+    /// A checkpoint does not follow the image it is applied to.
+    #[error("checkpoint out of order: {0}")]
+    CheckpointOutOfOrder(String),
+    /// An image does not fit the module or input log it is restored with.
+    #[error("cannot restore: {0}")]
+    RestoreMismatch(String),
 }

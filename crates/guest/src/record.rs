@@ -8,6 +8,7 @@ use bytes::Bytes;
 use rand::RngCore;
 use understudy_pair::{Epoch, Lsn, Record, RecordKind};
 
+use crate::checkpoint::StdinBacklog;
 use crate::GuestError;
 
 /// WASI `CLOCKID_REALTIME`.
@@ -35,6 +36,28 @@ pub trait HostInputs: Send {
     fn clock(&mut self, clock_id: u32) -> u64;
     /// `length` random bytes.
     fn random(&mut self, length: usize) -> Bytes;
+    /// Stdin that arrived and was not read yet, for a checkpoint. The default is
+    /// for a source that keeps no stdin queue of its own.
+    fn stdin_backlog(&self) -> StdinBacklog {
+        StdinBacklog::default()
+    }
+    /// Puts back the stdin a checkpoint kept, ahead of anything queued since (a
+    /// restored guest). The default refuses a non-empty backlog: a source without
+    /// a queue cannot hold it, and dropping it would lose input.
+    fn restore_stdin_backlog(&mut self, backlog: StdinBacklog) -> Result<(), GuestError> {
+        refuse_backlog(backlog)
+    }
+}
+
+fn refuse_backlog(backlog: StdinBacklog) -> Result<(), GuestError> {
+    if backlog == StdinBacklog::default() {
+        return Ok(());
+    }
+    Err(GuestError::RestoreMismatch(format!(
+        "the input source cannot hold {} restored stdin bytes (closed: {})",
+        backlog.bytes.len(),
+        backlog.closed
+    )))
 }
 
 /// How the host obtains inputs: either recording them from a live source or
@@ -51,6 +74,15 @@ pub trait InputLog: Send {
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError>;
     /// Lsn of the last input logged or replayed (0: none).
     fn last_lsn(&self) -> Lsn;
+    /// Stdin arrived and not yet read (a checkpoint keeps it); default: none.
+    fn stdin_backlog(&self) -> StdinBacklog {
+        StdinBacklog::default()
+    }
+    /// Puts back a checkpoint's stdin backlog; the default refuses a non-empty
+    /// one (see [`HostInputs::restore_stdin_backlog`]).
+    fn restore_stdin_backlog(&mut self, backlog: StdinBacklog) -> Result<(), GuestError> {
+        refuse_backlog(backlog)
+    }
 }
 
 /// The primary's input log: asks the real source and appends a [`Record`] of its
@@ -94,6 +126,16 @@ impl<I: HostInputs> Recorder<I> {
     /// The live source (e.g. to queue stdin).
     pub fn source_mut(&mut self) -> &mut I {
         &mut self.source
+    }
+
+    /// Logs something the host observed on the guest's behalf rather than an
+    /// answer to a guest call (a `StdinArrived` record: bytes and idempotency
+    /// key of a client's stdin write, logged when the write arrives so it can
+    /// be acknowledged before the guest reads it). A replay skips such records
+    /// (see [`Replayer`]); the shell rebuilds its own state from them.
+    pub fn note(&mut self, kind: RecordKind, payload: Bytes) -> Lsn {
+        self.append(kind, payload, 0);
+        self.last_lsn
     }
 
     fn append(&mut self, kind: RecordKind, payload: Bytes, fuel_consumed: u64) {
@@ -154,6 +196,14 @@ impl<I: HostInputs> InputLog for Recorder<I> {
     fn last_lsn(&self) -> Lsn {
         self.last_lsn
     }
+
+    fn stdin_backlog(&self) -> StdinBacklog {
+        self.source.stdin_backlog()
+    }
+
+    fn restore_stdin_backlog(&mut self, backlog: StdinBacklog) -> Result<(), GuestError> {
+        self.source.restore_stdin_backlog(backlog)
+    }
 }
 
 /// The backup's input log: returns the logged records in order and reports a
@@ -165,21 +215,46 @@ pub struct Replayer {
 }
 
 impl Replayer {
-    /// A replayer of `records` (lsns must follow each other).
+    /// A replayer of `records` (lsns must follow each other, from 1).
     pub fn new(records: Vec<Record>) -> Self {
+        Self::after(Lsn(0), records)
+    }
+
+    /// A replayer of `records` that follow `last_lsn` (a guest restored from a
+    /// checkpoint taken at `last_lsn` replays the records after it).
+    pub fn after(last_lsn: Lsn, records: Vec<Record>) -> Self {
         Self {
             records: records.into(),
-            last_lsn: Lsn(0),
+            last_lsn,
         }
     }
 
-    /// Records not replayed yet.
+    /// Records not replayed yet (host notes such as `StdinArrived`, which no
+    /// guest call consumes, do not count).
     pub fn remaining(&self) -> usize {
-        self.records.len()
+        self.records
+            .iter()
+            .filter(|record| record.kind != RecordKind::StdinArrived)
+            .count()
     }
 
-    /// The next record, checked against what the guest asks for.
+    /// The next record, checked against what the guest asks for. `StdinArrived`
+    /// records are notes of the host, not answers to guest calls: skipped.
     fn next(&mut self, wanted: RecordKind, fuel_consumed: u64) -> Result<Record, GuestError> {
+        while self
+            .records
+            .front()
+            .is_some_and(|record| record.kind == RecordKind::StdinArrived)
+        {
+            let note = self.records.pop_front().expect("checked just above");
+            if note.lsn != self.last_lsn.next() {
+                return Err(GuestError::Divergence {
+                    lsn: note.lsn.0,
+                    detail: format!("expected lsn {}", self.last_lsn.next().0),
+                });
+            }
+            self.last_lsn = note.lsn;
+        }
         let Some(record) = self.records.pop_front() else {
             return Err(GuestError::LogExhausted {
                 wanted,
@@ -292,9 +367,16 @@ impl<I: HostInputs> ReplayThenRecord<I> {
     /// Replays `records` (lsns from 1, without gaps), then records from `source`
     /// as the primary of `epoch`.
     pub fn new(records: Vec<Record>, source: I, epoch: Epoch) -> Self {
-        let last_lsn = records.last().map_or(Lsn(0), |record| record.lsn);
+        Self::after(Lsn(0), records, source, epoch)
+    }
+
+    /// Replays `records`, which follow `checkpoint_lsn` (a guest restored from a
+    /// checkpoint taken there), then records from `source` as the primary of
+    /// `epoch`.
+    pub fn after(checkpoint_lsn: Lsn, records: Vec<Record>, source: I, epoch: Epoch) -> Self {
+        let last_lsn = records.last().map_or(checkpoint_lsn, |record| record.lsn);
         Self {
-            replayer: Replayer::new(records),
+            replayer: Replayer::after(checkpoint_lsn, records),
             recorder: Recorder::continuing(source, epoch, last_lsn),
         }
     }
@@ -343,6 +425,17 @@ impl<I: HostInputs> InputLog for ReplayThenRecord<I> {
         } else {
             self.replayer.last_lsn()
         }
+    }
+
+    /// The live source's backlog: stdin read during the replay came from the log.
+    fn stdin_backlog(&self) -> StdinBacklog {
+        self.recorder.stdin_backlog()
+    }
+
+    /// Hands the backlog to the live source. The caller must not also queue
+    /// bytes that records replayed after the checkpoint already read.
+    fn restore_stdin_backlog(&mut self, backlog: StdinBacklog) -> Result<(), GuestError> {
+        self.recorder.restore_stdin_backlog(backlog)
     }
 }
 
@@ -415,5 +508,24 @@ impl HostInputs for SystemInputs {
         let mut bytes = vec![0; length];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         Bytes::from(bytes)
+    }
+
+    fn stdin_backlog(&self) -> StdinBacklog {
+        StdinBacklog {
+            bytes: self
+                .stdin
+                .iter()
+                .flat_map(|chunk| chunk.iter().copied())
+                .collect(),
+            closed: self.stdin_closed,
+        }
+    }
+
+    fn restore_stdin_backlog(&mut self, backlog: StdinBacklog) -> Result<(), GuestError> {
+        if !backlog.bytes.is_empty() {
+            self.stdin.push_front(backlog.bytes);
+        }
+        self.stdin_closed |= backlog.closed;
+        Ok(())
     }
 }

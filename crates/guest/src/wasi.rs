@@ -67,7 +67,11 @@ pub(crate) struct Shared<L> {
     pub(crate) args: Vec<Vec<u8>>,
     pub(crate) env: Vec<Vec<u8>>,
     pub(crate) closed: [bool; 3],
-    /// Set by `proc_exit`.
+    /// Stdin bytes the guest has read so far (its cursor, kept in checkpoints).
+    pub(crate) stdin_bytes_read: u64,
+    /// Whether a read of the guest returned end of input.
+    pub(crate) stdin_eof_read: bool,
+    /// Set by `proc_exit`, or to 0 when a command returns from `_start`.
     pub(crate) exit_code: Option<i32>,
     /// Set when an input could not be served (divergence, end of the log).
     pub(crate) failure: Option<GuestError>,
@@ -267,14 +271,19 @@ fn fd_read_once<L: InputLog>(
     let read = {
         let mut guard = lock(&shared);
         guard.parked_in_stdin = false;
-        match guard.inputs.read_stdin(max, fuel) {
+        let read = match guard.inputs.read_stdin(max, fuel) {
             Ok(StdinRead::Pending) => {
                 guard.parked_in_stdin = true;
                 return Ok(None);
             }
             Ok(read) => read,
             Err(error) => return Err(fail(&mut guard, error)),
+        };
+        match &read {
+            StdinRead::Data(bytes) => guard.stdin_bytes_read += bytes.len() as u64,
+            _ => guard.stdin_eof_read = true,
         }
+        read
     };
     let bytes = match read {
         StdinRead::Data(bytes) => bytes,

@@ -13,6 +13,7 @@ mod driver;
 mod membership;
 mod metadata;
 mod metrics;
+pub mod process;
 mod service;
 mod shared;
 mod snapshot_writer;

@@ -7,18 +7,22 @@
 //! `Timeout`.
 
 use crate::driver::{Input, ProposeFailure};
+use crate::process::service::NodeProcesses;
+use crate::process::table::{ProcessCommand, ProcessOutcome, ProcessRefusal};
+use crate::process::ProcessRuntime;
 use crate::shared::Shared;
 use crate::state::{Applied, NodeCommand};
 use crate::transport::{forward, ForwardFailure, ForwardPool};
-use crate::wire::{ForwardRequest, ForwardResponse, WireError};
+use crate::wire::{ForwardRequest, ForwardResponse, StdinFailure, WireError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use understudy_api::process_service::{ProcessError, ProcessService};
 use understudy_api::service::{
     AddMember, ClusterService, ClusterStatus, Consistency, GetResult, RangeResult, ServiceError,
 };
@@ -44,6 +48,8 @@ pub struct NodeService {
     inputs: SyncSender<Input>,
     /// Connections to the leader for forwarding, shared by clones.
     forward_pool: Arc<ForwardPool>,
+    /// The node's process runtime (set once at start; weak: the node owns it).
+    processes: Arc<OnceLock<Weak<ProcessRuntime>>>,
 }
 
 fn unavailable(detail: impl Into<String>) -> ServiceError {
@@ -82,6 +88,7 @@ impl NodeService {
             shared,
             inputs,
             forward_pool: Arc::new(ForwardPool::default()),
+            processes: Arc::new(OnceLock::new()),
         }
     }
 
@@ -212,6 +219,100 @@ impl NodeService {
                     .await
                     .map_err(to_wire),
             ),
+            ForwardRequest::Process(command) => {
+                ForwardResponse::Process(match self.process_local(&command, deadline).await {
+                    Attempt::Done(result) => result.map_err(to_wire),
+                    Attempt::NotLeader(_) => Err(not_leader()),
+                })
+            }
+            ForwardRequest::Pair(message) => {
+                let Some(runtime) = self.process_runtime() else {
+                    return ForwardResponse::Pair(Vec::new());
+                };
+                let answers =
+                    tokio::task::spawn_blocking(move || runtime.handle_pair(message)).await;
+                ForwardResponse::Pair(answers.unwrap_or_default())
+            }
+            ForwardRequest::ProcessStdin {
+                pid,
+                bytes,
+                eof,
+                request,
+            } => {
+                let Some(runtime) = self.process_runtime() else {
+                    let detail = "the node is stopping".to_string();
+                    return ForwardResponse::ProcessStdin(Err(StdinFailure::Unavailable(detail)));
+                };
+                let result = runtime.local_stdin(pid, bytes, eof, request).await;
+                ForwardResponse::ProcessStdin(result.map_err(|error| match error {
+                    ProcessError::BadRequest { detail } => StdinFailure::BadRequest(detail),
+                    other => StdinFailure::Unavailable(other.to_string()),
+                }))
+            }
+            ForwardRequest::ProcessEntry { pid } => {
+                let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
+                ForwardResponse::ProcessEntry(state.processes.process(pid).cloned().map(Box::new))
+            }
+            ForwardRequest::ProcessLive { pid } => ForwardResponse::ProcessLive(
+                self.process_runtime()
+                    .and_then(|runtime| runtime.live_status(pid)),
+            ),
+        }
+    }
+
+    /// This node's process runtime, while the node runs.
+    pub(crate) fn process_runtime(&self) -> Option<Arc<ProcessRuntime>> {
+        self.processes.get().and_then(Weak::upgrade)
+    }
+
+    /// Attaches the node's process runtime (once, at start).
+    pub(crate) fn attach_processes(&self, runtime: &Arc<ProcessRuntime>) {
+        let _ = self.processes.set(Arc::downgrade(runtime));
+    }
+
+    /// Sends `request` to node `to` (any node, not only the leader).
+    pub(crate) async fn forward_to_node(
+        &self,
+        to: u64,
+        request: ForwardRequest,
+        deadline: Instant,
+    ) -> Result<ForwardResponse, ForwardFailure> {
+        self.forward_to(to, request, deadline).await
+    }
+
+    /// Commits a process-table change through the leader and returns what
+    /// applying it produced.
+    pub(crate) async fn coordinate(
+        &self,
+        command: ProcessCommand,
+    ) -> Result<Result<ProcessOutcome, ProcessRefusal>, ServiceError> {
+        let request = ForwardRequest::Process(command.clone());
+        match self
+            .route(request, |deadline| self.process_local(&command, deadline))
+            .await?
+        {
+            RouteOutcome::Local(outcome) => Ok(outcome),
+            RouteOutcome::Forwarded(ForwardResponse::Process(result)) => result.map_err(from_wire),
+            RouteOutcome::Forwarded(_) => Err(unexpected()),
+        }
+    }
+
+    async fn process_local(
+        &self,
+        command: &ProcessCommand,
+        deadline: Instant,
+    ) -> Attempt<Result<ProcessOutcome, ProcessRefusal>> {
+        let encoded = NodeCommand::Process(command.clone()).encode();
+        if let Err(error) = crate::state::check_command_size(&encoded) {
+            return Attempt::Done(Err(ServiceError::Rejected(error)));
+        }
+        match self.propose_local(encoded, deadline).await {
+            Attempt::Done(Ok(Applied::Process(outcome))) => Attempt::Done(Ok(outcome)),
+            Attempt::Done(Ok(_)) => {
+                Attempt::Done(Err(timeout("the entry applied as another command")))
+            }
+            Attempt::Done(Err(error)) => Attempt::Done(Err(error)),
+            Attempt::NotLeader(hint) => Attempt::NotLeader(hint),
         }
     }
 
@@ -224,7 +325,7 @@ impl NodeService {
             Attempt::Done(Ok(Applied::Kv(outcome))) => {
                 Attempt::Done(outcome.map_err(ServiceError::Rejected))
             }
-            Attempt::Done(Ok(Applied::Addresses)) => {
+            Attempt::Done(Ok(Applied::Addresses | Applied::Process(_))) => {
                 Attempt::Done(Err(timeout("the entry applied as another command")))
             }
             Attempt::Done(Err(error)) => Attempt::Done(Err(error)),
@@ -522,10 +623,19 @@ impl ClusterService for NodeService {
     }
 
     fn metrics(&self) -> String {
-        self.shared.metrics.render()
+        let mut text = self.shared.metrics.render();
+        if let Some(runtime) = self.process_runtime() {
+            text.push_str(&runtime.render_metrics());
+        }
+        text
     }
 
     fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    fn processes(&self) -> Option<Arc<dyn ProcessService>> {
+        let runtime = self.process_runtime()?;
+        Some(Arc::new(NodeProcesses::new(self.clone(), &runtime)))
     }
 }

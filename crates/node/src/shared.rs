@@ -112,6 +112,27 @@ impl Shared {
             })
     }
 
+    /// The members of the configuration this node last applied (voters and
+    /// learners), or the initial cluster before any.
+    pub fn known_members(&self) -> Vec<u64> {
+        let view = self.status_view();
+        match view.status {
+            Some(status) => {
+                let membership = status.membership;
+                let mut members: Vec<u64> = membership
+                    .voters
+                    .iter()
+                    .chain(membership.learners.iter())
+                    .map(|id| id.get())
+                    .collect();
+                members.sort_unstable();
+                members.dedup();
+                members
+            }
+            None => self.initial_peers.keys().copied().collect(),
+        }
+    }
+
     /// Remembers where a peer that connected to us listens.
     pub fn learn_peer_address(&self, id: u64, address: String) {
         self.learned_peers

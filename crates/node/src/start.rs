@@ -55,6 +55,8 @@ impl Default for NodeOptions {
 /// A started node.
 pub struct RunningNode {
     service: Arc<NodeService>,
+    /// Owns the process runtime (the service holds it weakly).
+    processes: Arc<crate::process::ProcessRuntime>,
     client_address: SocketAddr,
     peer_address: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -74,6 +76,11 @@ impl std::fmt::Debug for RunningNode {
 }
 
 impl RunningNode {
+    /// The node's process pairs.
+    pub fn processes(&self) -> Arc<crate::process::ProcessRuntime> {
+        self.processes.clone()
+    }
+
     /// The node's client service.
     pub fn service(&self) -> Arc<NodeService> {
         self.service.clone()
@@ -248,6 +255,11 @@ pub async fn start(config: NodeConfig, options: NodeOptions) -> Result<RunningNo
     );
     let driver = spawn_driver(driver, input_receiver, options.tick, shared.clone())?;
     let service = Arc::new(NodeService::new(shared.clone(), inputs.clone()));
+    let processes = Arc::new(
+        crate::process::ProcessRuntime::new((*service).clone(), config.data_dir.join("processes"))
+            .map_err(NodeError::Storage)?,
+    );
+    service.attach_processes(&processes);
     let mut tasks = vec![tokio::spawn(accept_loop(
         peer_listener,
         service.clone(),
@@ -262,11 +274,13 @@ pub async fn start(config: NodeConfig, options: NodeOptions) -> Result<RunningNo
     ));
     tasks.push(crate::membership::spawn_self_registration(
         (*service).clone(),
-        shutdown_receiver,
+        shutdown_receiver.clone(),
     ));
+    tasks.push(tokio::spawn(processes.clone().run(shutdown_receiver)));
     tracing::info!(node = config.id, %peer_address, %client_address, "node started");
     Ok(RunningNode {
         service,
+        processes,
         client_address,
         peer_address,
         shutdown,

@@ -4,6 +4,7 @@
 //! Encoding of a log entry's command: one tag byte, then the body. Snapshot: one
 //! version byte, then a postcard body holding the addresses and the kv snapshot.
 
+use crate::process::table::{ProcessCommand, ProcessOutcome, ProcessRefusal, ProcessTable};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,8 +15,11 @@ use understudy_types::limits::{NODE_ADDRESS_BYTES_MAX, RAFT_ENTRY_BYTES_MAX, SNA
 const TAG_KV: u8 = 1;
 /// Tag byte of [`NodeCommand::SetMemberAddresses`].
 const TAG_ADDRESSES: u8 = 2;
-/// Format version of [`NodeState::snapshot`]; its first byte.
-pub const NODE_SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// Tag byte of [`NodeCommand::Process`].
+const TAG_PROCESS: u8 = 3;
+/// Format version of [`NodeState::snapshot`]; its first byte. Version 1 (no
+/// process table) is still read.
+pub const NODE_SNAPSHOT_FORMAT_VERSION: u8 = 2;
 
 /// Where a member can be reached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,8 @@ pub enum NodeCommand {
         /// Its addresses.
         address: MemberAddress,
     },
+    /// A change to the process table (the coordinator of process pairs).
+    Process(ProcessCommand),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +73,12 @@ impl NodeCommand {
                 bytes.extend(postcard::to_allocvec(&body).expect("postcard encodes plain data"));
                 Bytes::from(bytes)
             }
+            NodeCommand::Process(command) => {
+                let mut bytes = vec![TAG_PROCESS];
+                // Plain data into a Vec: cannot fail.
+                bytes.extend(postcard::to_allocvec(command).expect("postcard encodes plain data"));
+                Bytes::from(bytes)
+            }
         }
     }
 }
@@ -89,6 +101,8 @@ pub enum Applied {
     Kv(Outcome),
     /// Member addresses were recorded (or the entry was malformed and ignored).
     Addresses,
+    /// A process-table command's outcome.
+    Process(Result<ProcessOutcome, ProcessRefusal>),
 }
 
 /// The state machine: the key-value store and the members' addresses.
@@ -98,12 +112,21 @@ pub struct NodeState {
     pub store: Store,
     /// Where each member can be reached, as replicated.
     pub addresses: BTreeMap<u64, MemberAddress>,
+    /// The process pairs' coordinator state.
+    pub processes: ProcessTable,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBodyV1 {
+    addresses: Vec<(u64, MemberAddress)>,
+    kv: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     addresses: Vec<(u64, MemberAddress)>,
     kv: Vec<u8>,
+    processes: ProcessTable,
 }
 
 impl NodeState {
@@ -122,6 +145,10 @@ impl NodeState {
                 }
                 Applied::Addresses
             }
+            Some((&TAG_PROCESS, body)) => match postcard::from_bytes::<ProcessCommand>(body) {
+                Ok(command) => Applied::Process(self.processes.apply(index, command)),
+                Err(error) => Applied::Process(Err(ProcessRefusal::Invalid(error.to_string()))),
+            },
             _ => Applied::Kv(Err(KvError::CommandMalformed)),
         }
     }
@@ -135,6 +162,7 @@ impl NodeState {
                 .map(|(id, address)| (*id, address.clone()))
                 .collect(),
             kv: self.store.snapshot().to_vec(),
+            processes: self.processes.clone(),
         };
         let mut bytes = vec![NODE_SNAPSHOT_FORMAT_VERSION];
         // Serializing plain data into a Vec cannot fail.
@@ -152,17 +180,24 @@ impl NodeState {
             return Err(format!("snapshot of {} bytes is too large", data.len()));
         }
         let (version, body) = data.split_first().expect("checked non-empty above");
-        if *version != NODE_SNAPSHOT_FORMAT_VERSION {
-            return Err(format!(
-                "snapshot format version {version} is not supported"
-            ));
-        }
-        let body: SnapshotBody =
-            postcard::from_bytes(body).map_err(|error| format!("snapshot malformed: {error}"))?;
+        let malformed = |error: postcard::Error| format!("snapshot malformed: {error}");
+        let body: SnapshotBody = match *version {
+            1 => {
+                let old: SnapshotBodyV1 = postcard::from_bytes(body).map_err(malformed)?;
+                SnapshotBody {
+                    addresses: old.addresses,
+                    kv: old.kv,
+                    processes: ProcessTable::default(),
+                }
+            }
+            NODE_SNAPSHOT_FORMAT_VERSION => postcard::from_bytes(body).map_err(malformed)?,
+            other => return Err(format!("snapshot format version {other} is not supported")),
+        };
         let store = Store::restore(&body.kv).map_err(|error| error.to_string())?;
         Ok(NodeState {
             store,
             addresses: body.addresses.into_iter().collect(),
+            processes: body.processes,
         })
     }
 }

@@ -400,7 +400,7 @@ async fn hint_if_leader_gone(shared: Arc<Shared>, peer: u64, inputs: SyncSender<
 /// kernel; closing it resets the queued connection). A live node waits for our
 /// handshake, so the read times out; so does an unreachable host. A timeout or
 /// any other error counts as alive: the hint must only name a dead process.
-async fn peer_process_gone(address: &str) -> bool {
+pub(crate) async fn peer_process_gone(address: &str) -> bool {
     let connected = tokio::time::timeout(LIVENESS_PROBE_TIMEOUT, TcpStream::connect(address)).await;
     let mut stream = match connected {
         Ok(Err(error)) => return error.kind() == std::io::ErrorKind::ConnectionRefused,

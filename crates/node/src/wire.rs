@@ -7,11 +7,14 @@
 //! its boot incarnation, so a frame from another cluster or an older process of
 //! the same node is recognised and refused.
 
+use crate::process::primary::LiveStatus;
+use crate::process::table::{ProcessCommand, ProcessEntry, ProcessOutcome, ProcessRefusal};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use understudy_api::service::{AddMember, ClusterStatus};
-use understudy_kv::{Command, KeyValue, KvError, Response};
+use understudy_kv::{Command, KeyValue, KvError, RequestId, Response};
+use understudy_pair::PairMessage;
 use understudy_raft::Message;
 use understudy_types::limits::PEER_FRAME_BYTES_MAX;
 
@@ -62,6 +65,41 @@ pub enum ForwardRequest {
     /// This node's own view of the cluster (for `GET /v1/cluster` on another
     /// node, which gathers each member's own indexes). Answered by any node.
     LocalStatus,
+    /// A process-table change, for the leader to commit.
+    Process(ProcessCommand),
+    /// A pair message from a pid's primary to its backup's node.
+    Pair(PairMessage),
+    /// A stdin write for the primary running on the receiving node.
+    ProcessStdin {
+        /// The process.
+        pid: u64,
+        /// The bytes.
+        bytes: Bytes,
+        /// Close stdin after them.
+        eof: bool,
+        /// Its idempotency key.
+        request: Option<RequestId>,
+    },
+    /// The live numbers of a primary running on the receiving node.
+    ProcessLive {
+        /// The process.
+        pid: u64,
+    },
+    /// The receiving node's table entry of a pid (asked of the leader by a
+    /// node whose own table does not have it yet, e.g. after a restart).
+    ProcessEntry {
+        /// The process.
+        pid: u64,
+    },
+}
+
+/// Why a forwarded stdin write failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StdinFailure {
+    /// Bad input (stdin closed, sequence superseded).
+    BadRequest(String),
+    /// Not applied; retry.
+    Unavailable(String),
 }
 
 /// Why a forwarded request failed, mirroring the service errors.
@@ -88,6 +126,16 @@ pub enum ForwardResponse {
     Range(Result<(Vec<KeyValue>, bool, u64), WireError>),
     /// The cluster after a membership change.
     Cluster(Result<ClusterStatus, WireError>),
+    /// A process-table change's outcome.
+    Process(Result<Result<ProcessOutcome, ProcessRefusal>, WireError>),
+    /// The backup's answers to a pair message.
+    Pair(Vec<PairMessage>),
+    /// A stdin write's offset.
+    ProcessStdin(Result<u64, StdinFailure>),
+    /// A primary's live numbers, if it runs there.
+    ProcessLive(Option<LiveStatus>),
+    /// A table entry, if the pid exists there.
+    ProcessEntry(Option<Box<ProcessEntry>>),
 }
 
 /// What a frame says.

@@ -5,24 +5,42 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use std::collections::VecDeque;
 
-const PID: Pid = Pid(7);
+pub(crate) const PID: Pid = Pid(7);
+
+/// A write the backup's disk has not finished.
+#[derive(Debug)]
+pub(crate) enum DiskWrite {
+    Records(Vec<Record>),
+    Checkpoint {
+        after_lsn: Lsn,
+        offset: u64,
+        total_bytes: u64,
+        data: Bytes,
+    },
+}
 
 /// A primary and a backup joined by two lossy queues and a slow disk.
-struct Pair {
-    primary: PrimaryLog,
-    backup: BackupLog,
-    to_backup: VecDeque<PairMessage>,
-    to_primary: VecDeque<PairMessage>,
-    /// Persist requests the backup's disk has not finished, oldest first.
-    disk_queue: VecDeque<Vec<Record>>,
-    /// What the backup's disk holds.
-    durable_records: Vec<Record>,
-    released: Vec<Output>,
-    stopped: Option<Epoch>,
+pub(crate) struct Pair {
+    pub(crate) primary: PrimaryLog,
+    pub(crate) backup: BackupLog,
+    pub(crate) to_backup: VecDeque<PairMessage>,
+    pub(crate) to_primary: VecDeque<PairMessage>,
+    /// Writes the backup's disk has not finished, oldest first.
+    pub(crate) disk_queue: VecDeque<DiskWrite>,
+    /// The records the backup's disk holds after its checkpoint.
+    pub(crate) durable_records: Vec<Record>,
+    /// Every lsn up to this is durable at the backup (as a record or inside
+    /// its checkpoint).
+    pub(crate) durable_through: Lsn,
+    /// The backup's complete checkpoint, and the one it is writing.
+    pub(crate) checkpoint: Option<(Lsn, Bytes)>,
+    pub(crate) assembling: Option<(Lsn, Vec<u8>)>,
+    pub(crate) released: Vec<Output>,
+    pub(crate) stopped: Option<Epoch>,
 }
 
 impl Pair {
-    fn new(config: PrimaryConfig) -> Pair {
+    pub(crate) fn new(config: PrimaryConfig) -> Pair {
         Pair {
             primary: PrimaryLog::new(PID, Epoch(1), Lsn(0), Oseq(0), config),
             backup: BackupLog::new(PID, Epoch(1), Lsn(0)),
@@ -30,19 +48,36 @@ impl Pair {
             to_primary: VecDeque::new(),
             disk_queue: VecDeque::new(),
             durable_records: Vec::new(),
+            durable_through: Lsn(0),
+            checkpoint: None,
+            assembling: None,
             released: Vec::new(),
             stopped: None,
         }
     }
 
+    /// The backup's node is replaced by an empty one; the primary pairs with
+    /// it (messages of the old backup are dropped, as the shell must).
+    pub(crate) fn replace_backup(&mut self) {
+        self.primary.pair_with_new_backup().unwrap();
+        self.backup = BackupLog::new(PID, self.primary.epoch(), Lsn(0));
+        self.to_backup.clear();
+        self.to_primary.clear();
+        self.disk_queue.clear();
+        self.durable_records.clear();
+        self.durable_through = Lsn(0);
+        self.checkpoint = None;
+        self.assembling = None;
+    }
+
     /// Carries out both sides' commands, checking the output rule.
-    fn run_commands(&mut self) {
+    pub(crate) fn run_commands(&mut self) {
         for command in self.primary.take_commands() {
             match command {
                 Command::Send(message) => self.to_backup.push_back(message),
                 Command::Release(outputs) => {
                     for output in outputs {
-                        let durable = self.durable_records.last().map_or(Lsn(0), |r| r.lsn);
+                        let durable = self.durable_through;
                         assert!(
                             output.depends_on <= durable,
                             "output {:?} released before lsn {:?} was durable (durable {durable:?})",
@@ -58,31 +93,87 @@ impl Pair {
                     }
                 }
                 Command::Stop { epoch } => self.stopped = Some(epoch),
-                Command::Persist(_) => panic!("a primary never persists"),
+                Command::Persist(_) | Command::PersistCheckpoint { .. } => {
+                    panic!("a primary never persists")
+                }
             }
         }
         for command in self.backup.take_commands() {
             match command {
                 Command::Send(message) => self.to_primary.push_back(message),
-                Command::Persist(records) => self.disk_queue.push_back(records),
+                Command::Persist(records) => self.disk_queue.push_back(DiskWrite::Records(records)),
+                Command::PersistCheckpoint {
+                    after_lsn,
+                    offset,
+                    total_bytes,
+                    data,
+                } => self.disk_queue.push_back(DiskWrite::Checkpoint {
+                    after_lsn,
+                    offset,
+                    total_bytes,
+                    data,
+                }),
                 other => panic!("a backup never asks for {other:?}"),
             }
         }
     }
 
-    fn finish_one_write(&mut self) {
-        if let Some(records) = self.disk_queue.pop_front() {
-            let last = records.last().expect("persists are never empty").lsn;
-            for record in records {
-                let expected = Lsn(self.durable_records.len() as u64 + 1);
-                assert_eq!(record.lsn, expected, "the backup writes contiguously");
-                self.durable_records.push(record);
+    pub(crate) fn finish_one_write(&mut self) {
+        match self.disk_queue.pop_front() {
+            None => {}
+            Some(DiskWrite::Records(records)) => {
+                let last = records.last().expect("persists are never empty").lsn;
+                for record in records {
+                    assert_eq!(
+                        record.lsn,
+                        self.durable_through.next(),
+                        "the backup writes contiguously"
+                    );
+                    self.durable_through = record.lsn;
+                    self.durable_records.push(record);
+                }
+                self.backup.handle_persisted(last);
             }
-            self.backup.handle_persisted(last);
+            Some(DiskWrite::Checkpoint {
+                after_lsn,
+                offset,
+                total_bytes,
+                data,
+            }) => self.write_checkpoint_chunk(after_lsn, offset, total_bytes, &data),
         }
     }
 
-    fn deliver(&mut self, to_backup: bool, lose: bool, duplicate: bool) {
+    fn write_checkpoint_chunk(
+        &mut self,
+        after_lsn: Lsn,
+        offset: u64,
+        total_bytes: u64,
+        data: &[u8],
+    ) {
+        let assembling = self
+            .assembling
+            .get_or_insert_with(|| (after_lsn, Vec::new()));
+        if assembling.0 != after_lsn {
+            *assembling = (after_lsn, Vec::new());
+        }
+        assert_eq!(
+            offset,
+            assembling.1.len() as u64,
+            "chunks are written in order"
+        );
+        assembling.1.extend_from_slice(data);
+        let end = assembling.1.len() as u64;
+        if end == total_bytes {
+            let bytes = Bytes::from(std::mem::take(&mut assembling.1));
+            self.assembling = None;
+            self.checkpoint = Some((after_lsn, bytes));
+            self.durable_records.retain(|record| record.lsn > after_lsn);
+            self.durable_through = self.durable_through.max(after_lsn);
+        }
+        self.backup.handle_checkpoint_persisted(after_lsn, end);
+    }
+
+    pub(crate) fn deliver(&mut self, to_backup: bool, lose: bool, duplicate: bool) {
         let queue = if to_backup {
             &mut self.to_backup
         } else {
@@ -105,17 +196,19 @@ impl Pair {
     }
 
     /// Runs with a reliable network and disk until nothing moves.
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for _ in 0..10_000 {
             self.run_commands();
             let quiet = self.to_backup.is_empty()
                 && self.to_primary.is_empty()
                 && self.disk_queue.is_empty();
             if quiet {
-                if self.primary.acknowledged() == self.primary.logged() {
+                let settled = self.primary.acknowledged() == self.primary.logged()
+                    && self.primary.checkpoint_in_flight().is_none();
+                if settled {
                     return;
                 }
-                // Something was lost: only the retransmission timer helps.
+                // Something was lost (or throttled): only the timer helps.
                 self.primary.tick();
             }
             self.deliver(true, false, false);
@@ -126,7 +219,7 @@ impl Pair {
     }
 }
 
-fn record_payload(number: u64) -> Bytes {
+pub(crate) fn record_payload(number: u64) -> Bytes {
     Bytes::from(number.to_le_bytes().to_vec())
 }
 
@@ -291,6 +384,8 @@ enum Step {
     },
     FinishWrite,
     Tick,
+    Checkpoint,
+    NewBackup,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -302,20 +397,26 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(to_backup, lose, duplicate)| Step::Deliver { to_backup, lose, duplicate }),
         3 => Just(Step::FinishWrite),
         1 => Just(Step::Tick),
+        1 => Just(Step::Checkpoint),
+        1 => Just(Step::NewBackup),
     ]
 }
 
 proptest! {
     /// Under loss, duplication, reordering of disk completions against
-    /// messages and slow disks: no output leaves before what it depends on is
-    /// durable at the backup (checked at every release), outputs leave in order
-    /// without gaps, and once the network heals everything is durable and
-    /// released.
+    /// messages, slow disks, checkpoints (truncating both logs) and
+    /// replacements of the backup by an empty one: no output leaves before
+    /// what it depends on is durable at the current backup (checked at every
+    /// release), outputs leave in order without gaps, and once the network
+    /// heals everything is durable and released, and the backup's checkpoint
+    /// plus its records are exactly what was logged.
     #[test]
     fn the_output_rule_holds_and_the_channel_catches_up(steps in prop::collection::vec(step(), 1..300)) {
         let config = PrimaryConfig {
             append_records_max: 4,
             retransmit_ticks: 2,
+            checkpoint_chunk_bytes: 3,
+            catch_up_bytes_per_tick: 5,
             ..PrimaryConfig::default()
         };
         let mut pair = Pair::new(config);
@@ -335,6 +436,17 @@ proptest! {
                 Step::Deliver { to_backup, lose, duplicate } => pair.deliver(to_backup, lose, duplicate),
                 Step::FinishWrite => pair.finish_one_write(),
                 Step::Tick => pair.primary.tick(),
+                Step::Checkpoint => {
+                    // The "state" after the last record: every byte logged.
+                    let data: Vec<u8> = logged.iter().map(|(_, byte)| *byte).collect();
+                    let after_lsn = pair.primary.logged();
+                    let fresh = after_lsn > pair.primary.checkpoint_lsn()
+                        && pair.primary.checkpoint_in_flight().is_none_or(|lsn| after_lsn > lsn);
+                    if !data.is_empty() && fresh {
+                        pair.primary.checkpoint(after_lsn, Bytes::from(data)).unwrap();
+                    }
+                }
+                Step::NewBackup => pair.replace_backup(),
             }
             pair.run_commands();
         }
@@ -342,12 +454,19 @@ proptest! {
         pair.settle();
         prop_assert_eq!(pair.primary.held_outputs(), 0);
         prop_assert_eq!(pair.primary.acknowledged(), pair.primary.logged());
-        let durable: Vec<(Lsn, u8)> = pair
-            .durable_records
-            .iter()
-            .map(|record| (record.lsn, record.payload[0]))
-            .collect();
-        prop_assert_eq!(durable, logged);
+        prop_assert_eq!(pair.primary.backup_state(), BackupState::CaughtUp);
+        let (checkpoint_lsn, mut restored) = match &pair.checkpoint {
+            Some((lsn, data)) => (*lsn, data.to_vec()),
+            None => (Lsn(0), Vec::new()),
+        };
+        prop_assert_eq!(checkpoint_lsn, pair.primary.checkpoint_lsn());
+        prop_assert_eq!(pair.primary.retained_records() as u64, pair.primary.logged().0 - checkpoint_lsn.0);
+        for (index, record) in pair.durable_records.iter().enumerate() {
+            prop_assert_eq!(record.lsn.0, checkpoint_lsn.0 + 1 + index as u64);
+            restored.push(record.payload[0]);
+        }
+        let expected: Vec<u8> = logged.iter().map(|(_, byte)| *byte).collect();
+        prop_assert_eq!(restored, expected);
     }
 }
 

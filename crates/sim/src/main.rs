@@ -7,6 +7,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use understudy_sim::pairs::{PairsBug, PairsReport};
 use understudy_sim::runner::{Bug, RunConfig};
 use understudy_sim::summary::{run_seeds, SeedsOptions};
 
@@ -25,10 +26,12 @@ enum SimCommand {
     /// checks safety invariants, liveness and linearizability.
     Raft(RaftArguments),
     /// Simulates process pairs: the pair protocol's logging channel, output
-    /// rule, fencing and output store, with the real guest host running
-    /// running-total.wasm, under message loss, duplication and delay, a slow
-    /// backup disk and primary crashes with promotion (replay, then live). The last
-    /// line is `seeds=N violations=V failovers=F inputs=I lines=L`.
+    /// rule, checkpoints, fencing, re-pairing and output store, with the real
+    /// guest host running running-total.wasm, under message loss, duplication
+    /// and delay, a slow backup disk, primary crashes and partitions with
+    /// promotion (restore, replay, then live) and backup crashes. The last line
+    /// is `seeds=N violations=V failovers=F partitions=P repairings=R
+    /// checkpoints=C inputs=I lines=L`.
     Pairs(PairsArguments),
 }
 
@@ -43,18 +46,44 @@ struct PairsArguments {
     /// Simulation steps per seed.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     steps: u64,
+    /// Switch on a deliberate bug (test-only), to see the simulator find it:
+    /// release-before-ack, promote-without-fencing,
+    /// checkpoint-without-unreleased.
+    #[arg(long, value_parser = parse_pairs_bug)]
+    bug: Option<PairsBug>,
     /// Print one line per seed.
     #[arg(long)]
     verbose: bool,
 }
 
+/// ` --bug NAME` to repeat in a replay line, or nothing.
+fn bug_argument(bug: Option<PairsBug>) -> String {
+    PairsBug::ALL
+        .iter()
+        .find(|(known, _)| Some(*known) == bug)
+        .map_or(String::new(), |(_, name)| format!(" --bug {name}"))
+}
+
+fn parse_pairs_bug(name: &str) -> Result<PairsBug, String> {
+    PairsBug::ALL
+        .iter()
+        .find(|(_, known)| *known == name)
+        .map(|(bug, _)| *bug)
+        .ok_or_else(|| {
+            let names: Vec<&str> = PairsBug::ALL.iter().map(|(_, name)| *name).collect();
+            format!("unknown bug '{name}'; known bugs: {}", names.join(", "))
+        })
+}
+
 /// Runs `pairs`: every seed in turn; prints violations with their seed.
 fn run_pairs(arguments: &PairsArguments) -> ExitCode {
-    let (mut violations, mut failovers, mut inputs, mut lines) = (0u64, 0u64, 0u64, 0u64);
+    let mut total = PairsReport::default();
+    let mut violations = 0u64;
     for seed in arguments.seed..arguments.seed.saturating_add(arguments.seeds) {
         let config = understudy_sim::pairs::PairsConfig {
             seed,
             steps: arguments.steps,
+            bug: arguments.bug,
         };
         let report = understudy_sim::pairs::run_pairs_seed(&config);
         for violation in &report.violations {
@@ -62,29 +91,43 @@ fn run_pairs(arguments: &PairsArguments) -> ExitCode {
         }
         if !report.violations.is_empty() {
             println!(
-                "replay: cargo run --release -p understudy-sim -- pairs --seed {seed} --steps {} --verbose",
-                arguments.steps
+                "replay: cargo run --release -p understudy-sim -- pairs --seed {seed} --steps {}{} --verbose",
+                arguments.steps,
+                bug_argument(arguments.bug)
             );
         }
         if arguments.verbose {
             println!(
-                "seed {seed}: violations={} failovers={} inputs={} lines={} late_releases={} stale_refused={}",
+                "seed {seed}: violations={} failovers={} partitions={} backup_crashes={} repairings={} checkpoints={} restored_from_checkpoint={} inputs={} lines={} late_releases={}",
                 report.violations.len(),
                 report.failovers,
+                report.partitions,
+                report.backup_crashes,
+                report.repairings,
+                report.checkpoints,
+                report.restored_from_checkpoint,
                 report.inputs_acknowledged,
                 report.lines,
-                report.late_releases,
-                report.stale_refused
+                report.late_releases
             );
         }
         violations += report.violations.len() as u64;
-        failovers += report.failovers;
-        inputs += report.inputs_acknowledged;
-        lines += report.lines;
+        total.failovers += report.failovers;
+        total.partitions += report.partitions;
+        total.repairings += report.repairings;
+        total.checkpoints += report.checkpoints;
+        total.inputs_acknowledged += report.inputs_acknowledged;
+        total.lines += report.lines;
     }
     println!(
-        "seeds={} violations={violations} failovers={failovers} inputs={inputs} lines={lines}",
-        arguments.seeds
+        "seeds={} violations={violations} failovers={} partitions={} repairings={} checkpoints={} inputs={} lines={}",
+        arguments.seeds,
+        total.failovers,
+        total.partitions,
+        total.repairings,
+        total.checkpoints,
+        total.inputs_acknowledged,
+        total.lines
     );
     if violations > 0 {
         ExitCode::FAILURE

@@ -112,6 +112,32 @@ pub const GUEST_ARGS_ENV_BYTES_MAX: usize = 64 * 1024;
 pub const GUEST_TABLE_ELEMENTS_MAX: usize = 1_000_000;
 /// Subscriptions in one `poll_oneoff` call, at most.
 pub const GUEST_POLL_SUBSCRIPTIONS_MAX: usize = 1024;
+/// Linear memory of one guest, at most, in any configuration: wasm32's 65,536
+/// pages of 64 KiB. A checkpoint claiming more is corrupt.
+pub const GUEST_MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+/// Exported mutable globals one checkpoint carries, at most.
+pub const GUEST_CHECKPOINT_GLOBALS_MAX: usize = 65_536;
+/// Longest export name of a global in a checkpoint.
+pub const GUEST_GLOBAL_NAME_BYTES_MAX: usize = 1024;
+/// Outputs generated and not yet released that one checkpoint carries, at most.
+pub const GUEST_CHECKPOINT_OUTPUTS_MAX: usize = 65_536;
+/// Bytes of those outputs together, at most.
+pub const GUEST_CHECKPOINT_OUTPUT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Stdin bytes arrived and not yet read that one checkpoint carries, at most.
+pub const GUEST_CHECKPOINT_STDIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// The caller's opaque bytes in one checkpoint (pending idempotency keys), at most.
+pub const GUEST_CHECKPOINT_EXTRA_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// Bytes of checkpoint data one pair `Checkpoint` message carries, at most: a
+/// checkpoint larger than this travels in several chunks.
+pub const PAIR_CHECKPOINT_CHUNK_BYTES_MAX: u64 = 256 * 1024;
+/// Largest encoded checkpoint of one process a pair ships: a full memory image
+/// plus every bounded part of the host state and 64 MiB for globals and framing.
+pub const PAIR_CHECKPOINT_BYTES_MAX: u64 = GUEST_MEMORY_BYTES_MAX
+    + GUEST_CHECKPOINT_OUTPUT_BYTES_MAX
+    + GUEST_CHECKPOINT_STDIN_BYTES_MAX
+    + GUEST_CHECKPOINT_EXTRA_BYTES_MAX
+    + 64 * 1024 * 1024;
 
 const _: () = assert!(WAL_SEGMENT_BYTES_TARGET < WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_BATCH_BYTES_MAX + 4096 <= WAL_SEGMENT_BYTES_MAX);
@@ -130,3 +156,7 @@ const _: () = assert!(API_JSON_BODY_BYTES_MAX >= KV_COMMAND_BYTES_MAX);
 const _: () = assert!(KV_COMMAND_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);
 const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);
 const _: () = assert!(GUEST_IO_BYTES_MAX <= WAL_RECORD_PAYLOAD_BYTES_MAX as usize);
+const _: () = assert!(GUEST_MEMORY_BYTES_DEFAULT as u64 <= GUEST_MEMORY_BYTES_MAX);
+const _: () = assert!(GUEST_IO_BYTES_MAX as u64 <= GUEST_CHECKPOINT_OUTPUT_BYTES_MAX);
+const _: () = assert!(PAIR_CHECKPOINT_CHUNK_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);
+const _: () = assert!(PAIR_CHECKPOINT_CHUNK_BYTES_MAX <= PAIR_CHECKPOINT_BYTES_MAX);

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use understudy_guest::{
-    Birth, GuestConfig, GuestEngine, GuestInstance, GuestModule, HostInputs, InputLog, Output,
-    Recorder, RunOutcome, StdinRead, Stream,
+    Birth, GuestConfig, GuestEngine, GuestError, GuestInstance, GuestModule, HostInputs, InputLog,
+    Output, Recorder, RunOutcome, StdinBacklog, StdinRead, Stream,
 };
 
 pub const RUNNING_TOTAL: &[u8] = include_bytes!("../../../../guests/running-total.wasm");
@@ -67,6 +67,21 @@ impl HostInputs for FixedInputs {
         let mut bytes = vec![0; length];
         self.rng.fill_bytes(&mut bytes);
         Bytes::from(bytes)
+    }
+
+    fn stdin_backlog(&self) -> StdinBacklog {
+        StdinBacklog {
+            bytes: self.stdin.iter().flatten().copied().collect(),
+            closed: self.closed,
+        }
+    }
+
+    fn restore_stdin_backlog(&mut self, backlog: StdinBacklog) -> Result<(), GuestError> {
+        if !backlog.bytes.is_empty() {
+            self.stdin.push_front(backlog.bytes);
+        }
+        self.closed |= backlog.closed;
+        Ok(())
     }
 }
 

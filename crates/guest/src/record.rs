@@ -446,6 +446,9 @@ pub struct SystemInputs {
     stdin: VecDeque<Bytes>,
     stdin_closed: bool,
     started: Instant,
+    /// Added to the monotonic clock: a new primary starts it at the last
+    /// reading its log holds, so it never goes backwards across a failover.
+    monotonic_floor_nanos: u64,
 }
 
 impl Default for SystemInputs {
@@ -457,10 +460,17 @@ impl Default for SystemInputs {
 impl SystemInputs {
     /// A source with no stdin queued yet.
     pub fn new() -> Self {
+        Self::with_monotonic_floor(0)
+    }
+
+    /// A source whose monotonic clock starts at `monotonic_floor_nanos` (the
+    /// last monotonic reading of the log a new primary continues).
+    pub fn with_monotonic_floor(monotonic_floor_nanos: u64) -> Self {
         Self {
             stdin: VecDeque::new(),
             stdin_closed: false,
             started: Instant::now(),
+            monotonic_floor_nanos,
         }
     }
 
@@ -500,8 +510,10 @@ impl HostInputs for SystemInputs {
                 .unwrap_or_default();
             return u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
         }
-        // Monotonic and CPU-time clocks: time since this source started.
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        // Monotonic and CPU-time clocks: time since this source started,
+        // above the floor.
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.monotonic_floor_nanos.saturating_add(elapsed)
     }
 
     fn random(&mut self, length: usize) -> Bytes {

@@ -1,14 +1,11 @@
-//! What a primary's guest observes live, and what a new primary rebuilds from
-//! the log it replays: the stdin still to be read, the idempotency window of
-//! stdin writes, and the floor of the monotonic clock.
+//! What a new primary rebuilds from the log it replays: the stdin still to be
+//! read, the idempotency window of stdin writes, and the floor of the
+//! monotonic clock (its live source is the guest crate's `SystemInputs`).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use understudy_guest::{
-    HostInputs, Record, RecordKind, StdinRead, CLOCK_MONOTONIC, CLOCK_REALTIME,
-};
+use std::collections::HashMap;
+use understudy_guest::{Record, RecordKind, CLOCK_MONOTONIC};
 use understudy_pair::Lsn;
 
 /// A client's stdin write as its `StdinArrived` record carries it. Logged when
@@ -38,74 +35,6 @@ impl StdinArrival {
     /// Parses a record payload.
     pub fn decode(payload: &[u8]) -> Option<StdinArrival> {
         postcard::from_bytes(payload).ok()
-    }
-}
-
-/// The live source of a primary running on a node: stdin queued by clients,
-/// the system clocks (the monotonic one never below the last value the log
-/// holds, so it does not go backwards across a failover) and OS randomness.
-#[derive(Debug)]
-pub struct NodeSource {
-    stdin: VecDeque<Bytes>,
-    stdin_closed: bool,
-    started: Instant,
-    monotonic_floor_nanos: u64,
-}
-
-impl NodeSource {
-    /// A source whose monotonic clock starts above `monotonic_floor_nanos`.
-    pub fn new(monotonic_floor_nanos: u64) -> NodeSource {
-        NodeSource {
-            stdin: VecDeque::new(),
-            stdin_closed: false,
-            started: Instant::now(),
-            monotonic_floor_nanos,
-        }
-    }
-
-    /// Queues stdin bytes.
-    pub fn push_stdin(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() {
-            self.stdin.push_back(bytes);
-        }
-    }
-
-    /// Closes stdin (reads return end of input once the queue is drained).
-    pub fn close_stdin(&mut self) {
-        self.stdin_closed = true;
-    }
-}
-
-impl HostInputs for NodeSource {
-    fn read_stdin(&mut self, max: usize) -> StdinRead {
-        let Some(front) = self.stdin.front_mut() else {
-            return if self.stdin_closed {
-                StdinRead::Eof
-            } else {
-                StdinRead::Pending
-            };
-        };
-        if front.len() <= max {
-            return StdinRead::Data(self.stdin.pop_front().unwrap_or_default());
-        }
-        StdinRead::Data(front.split_to(max))
-    }
-
-    fn clock(&mut self, clock_id: u32) -> u64 {
-        if clock_id == CLOCK_REALTIME {
-            let since_epoch = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            return u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
-        }
-        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.monotonic_floor_nanos.saturating_add(elapsed)
-    }
-
-    fn random(&mut self, length: usize) -> Bytes {
-        let mut bytes = vec![0; length];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-        Bytes::from(bytes)
     }
 }
 
@@ -239,7 +168,7 @@ mod tests {
             reading,
         )];
         assert_eq!(summarize(&records).monotonic_nanos, 77);
-        let mut source = NodeSource::new(77);
-        assert!(source.clock(CLOCK_MONOTONIC) >= 77);
+        let mut source = understudy_guest::SystemInputs::with_monotonic_floor(77);
+        assert!(understudy_guest::HostInputs::clock(&mut source, CLOCK_MONOTONIC) >= 77);
     }
 }

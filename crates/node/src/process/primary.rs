@@ -23,6 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use understudy_api::process_service::ProcessError;
 use understudy_guest::{
     Birth, GuestEngine, GuestInstance, GuestModule, ModuleKind, ReplayThenRecord, RunOutcome,
+    SystemInputs,
 };
 use understudy_kv::RequestId;
 use understudy_pair::{
@@ -30,7 +31,7 @@ use understudy_pair::{
     RecordKind,
 };
 
-use super::inputs::{summarize, NodeSource, StdinArrival, WindowEntry};
+use super::inputs::{summarize, StdinArrival, WindowEntry};
 
 /// How often the thread wakes without events (retransmission clock).
 pub const PRIMARY_TICK: Duration = Duration::from_millis(10);
@@ -131,7 +132,7 @@ pub struct PrimarySpec {
     pub backup: Option<u64>,
 }
 
-type Guest = GuestInstance<ReplayThenRecord<NodeSource>>;
+type Guest = GuestInstance<ReplayThenRecord<SystemInputs>>;
 
 struct Waiting {
     lsn: Lsn,
@@ -214,7 +215,7 @@ impl Primary {
         coordinator_out: UnboundedSender<Outgoing>,
     ) -> Result<Primary, String> {
         let summary = summarize(&spec.history);
-        let mut source = NodeSource::new(summary.monotonic_nanos);
+        let mut source = SystemInputs::with_monotonic_floor(summary.monotonic_nanos);
         for bytes in &summary.unread {
             source.push_stdin(bytes.clone());
         }

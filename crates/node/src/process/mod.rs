@@ -270,7 +270,7 @@ impl ProcessRuntime {
                 detail,
             });
             if entry.backup.is_none() && !entry.unpaired {
-                let exclude = self.former_primary(entry).into_iter().collect();
+                let exclude = entry.former_primary.into_iter().collect();
                 let _ = coordinator_out.send(Outgoing::ReplaceBackup { exclude });
             }
         }
@@ -282,18 +282,6 @@ impl ProcessRuntime {
         };
         lock(&self.primaries).insert(entry.pid, handle);
         Ok(())
-    }
-
-    /// The primary of the epoch before `entry`'s, from its history.
-    fn former_primary(&self, entry: &ProcessEntry) -> Option<u64> {
-        entry
-            .events
-            .iter()
-            .rev()
-            .find(|event| event.kind == "suspicion")
-            .and_then(|event| event.detail.split("primary node ").nth(1))
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|id| id.trim().parse().ok())
     }
 
     fn module(&self, digest: &Digest) -> Result<GuestModule, String> {

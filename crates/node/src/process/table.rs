@@ -71,6 +71,9 @@ pub struct ProcessEntry {
     pub events: Vec<ProcessEvent>,
     /// Commit order of the exit, for retention.
     pub exited_at_index: Option<u64>,
+    /// The primary of the previous epoch (set by a promotion): a new backup
+    /// is not placed on the node that was just suspected.
+    pub former_primary: Option<u64>,
 }
 
 /// A module being uploaded or in use.
@@ -347,6 +350,7 @@ impl ProcessTable {
                     output: OutputStore::new(),
                     events: Vec::new(),
                     exited_at_index: None,
+                    former_primary: None,
                 };
                 self.spawn(index, entry, request, at_unix_ms)
             }
@@ -522,6 +526,7 @@ impl ProcessTable {
             "suspicion",
             format!("node {node} suspects primary node {old_primary}: {detail}"),
         );
+        entry.former_primary = Some(old_primary);
         entry.epoch += 1;
         entry.primary = node;
         entry.backup = None;
@@ -704,6 +709,7 @@ mod tests {
         assert!(table.apply(5, promote(2)).is_err(), "the epoch moved on");
         let entry = table.process(1).expect("pid 1");
         assert_eq!((entry.primary, entry.backup, entry.epoch), (2, None, 2));
+        assert_eq!(entry.former_primary, Some(1));
     }
 
     #[test]

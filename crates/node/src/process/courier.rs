@@ -1,0 +1,172 @@
+//! The pair courier: carries a primary's pair messages to its backup's node
+//! and hands the answers back to the primary's thread. Appends queued while an
+//! exchange is in flight travel together (group commit).
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+use understudy_pair::PairMessage;
+
+use super::primary::{Outgoing, PrimaryEvent};
+use super::ProcessRuntime;
+use crate::wire::{ForwardRequest, ForwardResponse};
+
+/// Deadline of one pair message's exchange.
+const PAIR_EXCHANGE_DEADLINE: Duration = Duration::from_secs(1);
+
+impl ProcessRuntime {
+    /// Sends a primary's pair messages to its backup's node, one exchange at
+    /// a time, and hands the answers back to the primary's thread.
+    pub(super) async fn pair_courier(
+        self: Arc<Self>,
+        mut outgoing: UnboundedReceiver<Outgoing>,
+        events: std::sync::mpsc::Sender<PrimaryEvent>,
+    ) {
+        while let Some(first) = outgoing.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = outgoing.try_recv() {
+                batch.push(more);
+            }
+            let batch = coalesce_appends(batch);
+            // Only the latest heartbeat matters.
+            let last_heartbeat = batch.iter().rposition(|item| {
+                matches!(
+                    item,
+                    Outgoing::Send {
+                        message: PairMessage::Heartbeat { .. },
+                        ..
+                    }
+                )
+            });
+            for (index, item) in batch.into_iter().enumerate() {
+                let Outgoing::Send { to, message } = item else {
+                    continue;
+                };
+                let is_heartbeat = matches!(message, PairMessage::Heartbeat { .. });
+                if is_heartbeat && Some(index) != last_heartbeat {
+                    continue;
+                }
+                let deadline = tokio::time::Instant::now() + PAIR_EXCHANGE_DEADLINE;
+                let answer = self
+                    .service
+                    .forward_to_node(to, ForwardRequest::Pair(message), deadline)
+                    .await;
+                if let Ok(ForwardResponse::Pair(answers)) = answer {
+                    if events.send(PrimaryEvent::Pair(answers)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records per coalesced append, at most.
+const COALESCED_APPEND_RECORDS_MAX: usize = 4096;
+/// Payload bytes per coalesced append, at most (well inside a peer frame).
+const COALESCED_APPEND_BYTES_MAX: usize = 1024 * 1024;
+
+/// Group commit for the logging channel: appends queued while the previous
+/// exchange was in flight, to the same backup, in the same epoch and
+/// contiguous, travel as one append (so the backup syncs once for all of them).
+fn coalesce_appends(batch: Vec<Outgoing>) -> Vec<Outgoing> {
+    let mut merged: Vec<Outgoing> = Vec::with_capacity(batch.len());
+    for item in batch {
+        if let (
+            Some(Outgoing::Send {
+                to: last_to,
+                message:
+                    PairMessage::Append {
+                        epoch: last_epoch,
+                        records: last_records,
+                        ..
+                    },
+            }),
+            Outgoing::Send {
+                to,
+                message: PairMessage::Append { epoch, records, .. },
+            },
+        ) = (merged.last_mut(), &item)
+        {
+            let contiguous = last_records.last().map(|record| record.lsn.next())
+                == records.first().map(|record| record.lsn);
+            let bytes: usize = last_records
+                .iter()
+                .chain(records.iter())
+                .map(|record| record.payload.len())
+                .sum();
+            let fits = last_records.len() + records.len() <= COALESCED_APPEND_RECORDS_MAX
+                && bytes <= COALESCED_APPEND_BYTES_MAX;
+            if *last_to == *to && *last_epoch == *epoch && contiguous && fits {
+                last_records.extend(records.iter().cloned());
+                continue;
+            }
+        }
+        merged.push(item);
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use understudy_pair::{Epoch, Lsn, Pid, Record, RecordKind};
+
+    fn append(to: u64, epoch: u64, lsns: std::ops::RangeInclusive<u64>) -> Outgoing {
+        let records = lsns
+            .map(|lsn| Record {
+                lsn: Lsn(lsn),
+                epoch: Epoch(epoch),
+                kind: RecordKind::Random,
+                payload: Bytes::from_static(b"x"),
+                fuel_consumed: 0,
+            })
+            .collect();
+        Outgoing::Send {
+            to,
+            message: PairMessage::Append {
+                pid: Pid(1),
+                epoch: Epoch(epoch),
+                records,
+            },
+        }
+    }
+
+    fn shape(batch: &[Outgoing]) -> Vec<(u64, u64, u64)> {
+        batch
+            .iter()
+            .map(|item| match item {
+                Outgoing::Send {
+                    to,
+                    message: PairMessage::Append { records, .. },
+                } => (*to, records[0].lsn.0, records.len() as u64),
+                _ => (0, 0, 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn contiguous_appends_to_one_backup_travel_together() {
+        let batch = vec![
+            append(2, 1, 1..=2),
+            append(2, 1, 3..=3),
+            append(2, 1, 4..=6),
+        ];
+        assert_eq!(shape(&coalesce_appends(batch)), vec![(2, 1, 6)]);
+    }
+
+    #[test]
+    fn a_gap_another_backup_or_another_epoch_keeps_appends_apart() {
+        let batch = vec![
+            append(2, 1, 1..=2),
+            append(2, 1, 4..=4),
+            append(3, 1, 5..=5),
+            append(3, 2, 6..=6),
+        ];
+        assert_eq!(
+            shape(&coalesce_appends(batch)),
+            vec![(2, 1, 2), (2, 4, 1), (3, 5, 1), (3, 6, 1)]
+        );
+    }
+}

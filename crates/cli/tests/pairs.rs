@@ -465,3 +465,98 @@ async fn a_stdin_write_retried_through_another_node_after_a_kill_applies_once() 
     .await
     .expect("the test finishes in time");
 }
+
+/// The `replayed` event of `epoch`: (the lsn of the checkpoint restored, if
+/// any; the records replayed after it).
+async fn restart_of_epoch(client: &Client, pid: u64, epoch: u64) -> (Option<u64>, u64) {
+    let events = client.process_events(pid).await.expect("events");
+    let event = events
+        .iter()
+        .find(|event| event.kind == "replayed" && event.epoch == epoch)
+        .unwrap_or_else(|| panic!("a replayed event of epoch {epoch} in {events:#?}"));
+    let number_after = |label: &str| -> Option<u64> {
+        let start = event.detail.find(label)? + label.len();
+        let digits: String = event.detail[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let replayed = number_after("replayed=").expect("the replayed count");
+    (number_after("checkpoint at lsn "), replayed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_backup_restores_the_checkpoint_instead_of_replaying_everything() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3);
+        cluster.leader().await;
+        let client = patient_client(&cluster);
+        let pid = spawn(&client, "reactor-total.wasm", "reactor-total").await;
+        caught_up(&client, pid).await;
+        let reader = Reader::start(client.clone(), pid);
+        let feeder = Feeder::start(client.clone(), pid);
+        feeder.wait_for(NUMBERS_BETWEEN_KILLS).await;
+        let checkpointed = status_until(&client, pid, "a checkpoint at the backup", |status| {
+            status.checkpoint_lsn > 0 && status.recovery_mode == "checkpoint"
+        })
+        .await;
+        // Records after the checkpoint, so that the failover replays some.
+        feeder
+            .wait_for(feeder.count() + NUMBERS_BETWEEN_KILLS)
+            .await;
+        let before = caught_up(&client, pid).await;
+        cluster.kill(cluster.index_of(before.primary));
+        let after = status_until(&client, pid, "a promoted backup", |status| {
+            status.epoch > before.epoch && status.state == "running"
+        })
+        .await;
+        let (restored, replayed) = restart_of_epoch(&client, pid, after.epoch).await;
+        let restored = restored.expect("the promoted backup restored a checkpoint");
+        assert!(
+            restored >= checkpointed.checkpoint_lsn,
+            "the newest checkpoint the backup completed ({restored}) is at least the one seen \
+             before ({})",
+            checkpointed.checkpoint_lsn
+        );
+        assert!(
+            replayed < before.logged_lsn,
+            "replayed {replayed} records after lsn {restored}, not the {} from the start",
+            before.logged_lsn
+        );
+        assert!(
+            after.checkpoint_lsn >= restored,
+            "ps shows the checkpoint: {after:?}"
+        );
+        assert_eq!(after.recovery_mode, "checkpoint");
+        let table = understudy_cli_table(&client).await;
+        assert!(
+            table.contains("CHECKPOINT") && table.contains("checkpoint"),
+            "{table}"
+        );
+        feeder
+            .wait_for(feeder.count() + NUMBERS_BETWEEN_KILLS)
+            .await;
+        let inputs = feeder.finish().await;
+        let expected = running_totals(&inputs);
+        reader.wait_for(1 + expected.len()).await;
+        assert_fault_free(&reader.lines(), &expected);
+        reader.task.abort();
+    })
+    .await
+    .expect("the test finishes in time");
+}
+
+/// What `understudy ps` prints for the cluster `client` talks to.
+async fn understudy_cli_table(client: &Client) -> String {
+    let processes = client.list_processes().await.expect("ps");
+    let endpoints = client.endpoints().join(",");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(["ps", "--endpoints", &endpoints])
+        .output()
+        .expect("run understudy ps");
+    assert!(output.status.success(), "understudy ps: {output:?}");
+    let table = String::from_utf8(output.stdout).expect("UTF-8");
+    assert_eq!(table.lines().count(), 1 + processes.len(), "{table}");
+    table
+}

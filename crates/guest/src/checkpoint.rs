@@ -16,6 +16,7 @@ use understudy_pair::{Lsn, Oseq, Output};
 use understudy_types::limits::GUEST_MEMORY_BYTES_MAX;
 
 use crate::pages::{CHECKPOINT_PAGE_BYTES, WASM_PAGE_BYTES};
+use crate::unwind::UnwindReason;
 use crate::GuestError;
 
 /// The value of one mutable global, as its bit pattern (floats are not
@@ -44,7 +45,7 @@ pub struct GlobalValue {
 }
 
 /// Where the guest stood when it was checkpointed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GuestPhase {
     /// Instantiated but nothing run yet: a command before `_start`, a reactor before
     /// `_initialize` and its first call.
@@ -53,6 +54,15 @@ pub enum GuestPhase {
     BetweenCalls,
     /// A command that exited with this code (its memory is not kept).
     Exited(i32),
+    /// A command with Asyncify unwound at a host call: its next run rewinds and
+    /// makes that call again.
+    Unwound {
+        /// A read that found no input, or a requested unwind.
+        reason: UnwindReason,
+        /// The used part of its Asyncify memory: the `[current, end]` data
+        /// structure and the saved frames (`current` bytes in all).
+        stack: Bytes,
+    },
 }
 
 /// Stdin that arrived and the guest has not read yet.

@@ -8,21 +8,29 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use understudy_pair::{Lsn, Oseq, Output, Stream};
 use understudy_types::limits::{
-    GUEST_CHECKPOINT_EXTRA_BYTES_MAX, GUEST_CHECKPOINT_GLOBALS_MAX, GUEST_CHECKPOINT_OUTPUTS_MAX,
-    GUEST_CHECKPOINT_OUTPUT_BYTES_MAX, GUEST_CHECKPOINT_STDIN_BYTES_MAX,
-    GUEST_GLOBAL_NAME_BYTES_MAX, GUEST_IO_BYTES_MAX,
+    GUEST_ASYNCIFY_STACK_BYTES_MAX, GUEST_CHECKPOINT_EXTRA_BYTES_MAX, GUEST_CHECKPOINT_GLOBALS_MAX,
+    GUEST_CHECKPOINT_OUTPUTS_MAX, GUEST_CHECKPOINT_OUTPUT_BYTES_MAX,
+    GUEST_CHECKPOINT_STDIN_BYTES_MAX, GUEST_GLOBAL_NAME_BYTES_MAX, GUEST_IO_BYTES_MAX,
 };
 
 use crate::checkpoint::{
     Checkpoint, GlobalBits, GlobalValue, GuestPhase, HostSnapshot, StdinBacklog,
 };
 use crate::pages::CHECKPOINT_PAGE_BYTES;
+use crate::unwind::UnwindReason;
 use crate::GuestError;
+
+// A checkpoint must be able to carry the whole Asyncify memory.
+const _: () =
+    assert!(understudy_instrument::ASYNCIFY_MEMORY_BYTES as u64 <= GUEST_ASYNCIFY_STACK_BYTES_MAX);
 
 /// The first bytes of every encoded checkpoint.
 const MAGIC: &[u8; 4] = b"USCK";
-/// The format version this code writes and reads.
-const FORMAT_VERSION: u16 = 1;
+/// The format version this code writes. Version 2 added the unwound phase (tag 3
+/// and its fields); otherwise the two are identical, so version 1 still decodes.
+const FORMAT_VERSION: u16 = 2;
+/// The first format version, still read.
+const FORMAT_VERSION_UNWOUND_UNKNOWN: u16 = 1;
 /// Magic, version and flags, then the trailing crc32c: the least an encoding holds.
 const FRAME_BYTES_MIN: usize = 4 + 2 + 1 + 4;
 const FLAG_FULL: u8 = 1;
@@ -69,10 +77,10 @@ impl Checkpoint {
             return Err(corrupt("not a checkpoint (magic)".into()));
         }
         let version = reader.u16()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_UNWOUND_UNKNOWN {
             return Err(corrupt(format!("format version {version} is not known")));
         }
-        let checkpoint = read_checkpoint(&mut reader)?;
+        let checkpoint = read_checkpoint(&mut reader, version)?;
         if !reader.rest.is_empty() {
             return Err(corrupt(format!("{} trailing bytes", reader.rest.len())));
         }
@@ -81,7 +89,7 @@ impl Checkpoint {
     }
 }
 
-fn read_checkpoint(reader: &mut Reader<'_>) -> Result<Checkpoint, GuestError> {
+fn read_checkpoint(reader: &mut Reader<'_>, version: u16) -> Result<Checkpoint, GuestError> {
     let flags = reader.u8()?;
     if flags & !FLAG_FULL != 0 {
         return Err(corrupt(format!("unknown flags {flags:#x}")));
@@ -102,7 +110,7 @@ fn read_checkpoint(reader: &mut Reader<'_>) -> Result<Checkpoint, GuestError> {
     for _ in 0..global_count {
         globals.push(read_global(reader)?);
     }
-    let host = read_host(reader)?;
+    let host = read_host(reader, version)?;
     let extra = reader.bytes(GUEST_CHECKPOINT_EXTRA_BYTES_MAX)?;
     Ok(Checkpoint {
         number,
@@ -187,15 +195,26 @@ fn read_global(reader: &mut Reader<'_>) -> Result<GlobalValue, GuestError> {
 const PHASE_NOT_STARTED: u8 = 0;
 const PHASE_BETWEEN_CALLS: u8 = 1;
 const PHASE_EXITED: u8 = 2;
+const PHASE_UNWOUND: u8 = 3;
+const UNWOUND_IN_STDIN: u8 = 0;
+const UNWOUND_ON_REQUEST: u8 = 1;
 
 fn put_host(buffer: &mut BytesMut, host: &HostSnapshot) {
     let (phase, exit_code) = match host.phase {
         GuestPhase::NotStarted => (PHASE_NOT_STARTED, 0),
         GuestPhase::BetweenCalls => (PHASE_BETWEEN_CALLS, 0),
         GuestPhase::Exited(code) => (PHASE_EXITED, code),
+        GuestPhase::Unwound { .. } => (PHASE_UNWOUND, 0),
     };
     buffer.put_u8(phase);
     buffer.put_i32_le(exit_code);
+    if let GuestPhase::Unwound { reason, stack } = &host.phase {
+        buffer.put_u8(match reason {
+            UnwindReason::Stdin => UNWOUND_IN_STDIN,
+            UnwindReason::Requested => UNWOUND_ON_REQUEST,
+        });
+        put_bytes(buffer, stack);
+    }
     buffer.put_u64_le(host.next_oseq.0);
     buffer.put_u64_le(host.monotonic_offset_nanos);
     let closed = host
@@ -221,13 +240,14 @@ fn put_host(buffer: &mut BytesMut, host: &HostSnapshot) {
     }
 }
 
-fn read_host(reader: &mut Reader<'_>) -> Result<HostSnapshot, GuestError> {
+fn read_host(reader: &mut Reader<'_>, version: u16) -> Result<HostSnapshot, GuestError> {
     let phase_tag = reader.u8()?;
     let exit_code = i32::from_le_bytes(reader.array()?);
     let phase = match phase_tag {
         PHASE_NOT_STARTED => GuestPhase::NotStarted,
         PHASE_BETWEEN_CALLS => GuestPhase::BetweenCalls,
         PHASE_EXITED => GuestPhase::Exited(exit_code),
+        PHASE_UNWOUND if version >= FORMAT_VERSION => read_unwound(reader)?,
         other => return Err(corrupt(format!("guest phase {other}"))),
     };
     let next_oseq = Oseq(reader.u64()?);
@@ -257,6 +277,16 @@ fn read_host(reader: &mut Reader<'_>) -> Result<HostSnapshot, GuestError> {
         },
         outputs,
     })
+}
+
+fn read_unwound(reader: &mut Reader<'_>) -> Result<GuestPhase, GuestError> {
+    let reason = match reader.u8()? {
+        UNWOUND_IN_STDIN => UnwindReason::Stdin,
+        UNWOUND_ON_REQUEST => UnwindReason::Requested,
+        other => return Err(corrupt(format!("unwind reason {other}"))),
+    };
+    let stack = reader.bytes(GUEST_ASYNCIFY_STACK_BYTES_MAX)?;
+    Ok(GuestPhase::Unwound { reason, stack })
 }
 
 fn read_outputs(reader: &mut Reader<'_>) -> Result<Vec<Output>, GuestError> {

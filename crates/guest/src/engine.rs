@@ -1,5 +1,10 @@
 //! Engine configuration for determinism, and module loading and classification.
 
+use std::sync::Arc;
+
+use understudy_instrument::{
+    instrument, AsyncifyGlobals, InstrumentError, Instrumented, RecoveryMode,
+};
 use understudy_types::limits::{GUEST_MEMORY_BYTES_DEFAULT, GUEST_MODULE_BYTES_MAX};
 use wasmtime::{Config, Engine, ExternType, Module, Mutability};
 
@@ -85,44 +90,148 @@ impl GuestEngine {
         self.engine.increment_epoch();
     }
 
-    /// Validates and compiles `bytes`, classifies the module and lists its imports.
+    /// Rewrites `bytes` for checkpointing once (`understudy_instrument::instrument`:
+    /// every mutable global and the memory exported, a command made
+    /// Asyncify-able), then validates and compiles the result, classifies the
+    /// module and lists its imports. A module that cannot be instrumented runs
+    /// unchanged and recovers by replay ([`GuestModule::replay_reason`] says why).
     pub fn load(&self, bytes: &[u8]) -> Result<GuestModule, GuestError> {
         if bytes.len() > GUEST_MODULE_BYTES_MAX {
             return Err(GuestError::ModuleTooLarge { bytes: bytes.len() });
         }
-        let module = Module::from_binary(&self.engine, bytes)
+        let instrumented = match instrument(bytes) {
+            Ok(instrumented) => instrumented,
+            Err(InstrumentError::ModuleTooLarge { bytes, .. }) => {
+                return Err(GuestError::ModuleTooLarge { bytes })
+            }
+            // Anything else the engine's own validation decides below: a module
+            // wasmtime accepts still runs, unchanged and replay-only.
+            Err(error) => Instrumented::unchanged(bytes, format!("not instrumented: {error}")),
+        };
+        self.compile(instrumented)
+    }
+
+    /// Validates and compiles `bytes` exactly as given, without instrumentation:
+    /// the module recovers by replay only. For measuring what instrumentation
+    /// costs, and for callers that never checkpoint.
+    pub fn load_unchanged(&self, bytes: &[u8]) -> Result<GuestModule, GuestError> {
+        if bytes.len() > GUEST_MODULE_BYTES_MAX {
+            return Err(GuestError::ModuleTooLarge { bytes: bytes.len() });
+        }
+        let reason = "loaded without instrumentation".to_string();
+        self.compile(Instrumented::unchanged(bytes, reason))
+    }
+
+    fn compile(&self, instrumented: Instrumented) -> Result<GuestModule, GuestError> {
+        let module = Module::from_binary(&self.engine, &instrumented.bytes)
             .map_err(|error| GuestError::InvalidModule(format!("{error:#}")))?;
         let kind = if module.get_export("_start").is_some() {
             ModuleKind::Command
         } else {
             ModuleKind::Reactor
         };
-        let mut imports = Vec::new();
-        let mut unsupported_imports = Vec::new();
-        for import in module.imports() {
-            let name = ImportName {
-                module: import.module().into(),
-                name: import.name().into(),
-            };
-            match import.ty() {
-                ExternType::Func(_) if is_supported(&name.module, &name.name) => {}
-                ExternType::Func(_) => unsupported_imports.push(name.clone()),
-                other => {
-                    let detail = format!("{}::{} is a {other:?}", name.module, name.name);
-                    return Err(GuestError::InvalidModule(format!(
-                        "non-function import: {detail}"
-                    )));
-                }
-            }
-            imports.push(name);
-        }
+        let (imports, unsupported_imports) = list_imports(&module)?;
+        let layout = StateLayout::of(&instrumented, &module);
         Ok(GuestModule {
             module,
             kind,
             imports,
             unsupported_imports,
+            digest: instrumented.digest,
+            recovery_mode: instrumented.recovery_mode,
+            replay_reason: instrumented.replay_reason.clone(),
+            layout: Arc::new(layout),
         })
     }
+}
+
+/// Every function import of `module`, and those the host does not implement.
+fn list_imports(module: &Module) -> Result<(Vec<ImportName>, Vec<ImportName>), GuestError> {
+    let mut imports = Vec::new();
+    let mut unsupported_imports = Vec::new();
+    for import in module.imports() {
+        let name = ImportName {
+            module: import.module().into(),
+            name: import.name().into(),
+        };
+        match import.ty() {
+            ExternType::Func(_) if is_supported(&name.module, &name.name) => {}
+            ExternType::Func(_) => unsupported_imports.push(name.clone()),
+            other => {
+                let detail = format!("{}::{} is a {other:?}", name.module, name.name);
+                return Err(GuestError::InvalidModule(format!(
+                    "non-function import: {detail}"
+                )));
+            }
+        }
+        imports.push(name);
+    }
+    Ok((imports, unsupported_imports))
+}
+
+/// Where a checkpointable module keeps its state, by export name: what a
+/// checkpoint captures and what the host drives Asyncify through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StateLayout {
+    /// Every mutable global, in index order (for a replay-only module: those it
+    /// exports itself, in export order, which no checkpoint uses).
+    pub(crate) globals: Vec<String>,
+    /// Memory 0 (`None`: memoryless, or replay-only).
+    pub(crate) memory: Option<String>,
+    /// Asyncify's memory and globals, for an instrumented command.
+    pub(crate) asyncify: Option<AsyncifyLayout>,
+}
+
+/// The Asyncify part of a [`StateLayout`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AsyncifyLayout {
+    /// The memory unwound frames are saved in.
+    pub(crate) memory: String,
+    /// Asyncify's state and data globals.
+    pub(crate) globals: AsyncifyGlobals,
+}
+
+impl StateLayout {
+    fn of(instrumented: &Instrumented, module: &Module) -> Self {
+        if instrumented.recovery_mode == RecoveryMode::Replay {
+            return Self {
+                globals: exported_mutable_globals(module),
+                memory: None,
+                asyncify: None,
+            };
+        }
+        let asyncify = match (
+            &instrumented.asyncify_memory_export,
+            &instrumented.asyncify_globals,
+        ) {
+            (Some(memory), Some(globals)) => Some(AsyncifyLayout {
+                memory: memory.clone(),
+                globals: globals.clone(),
+            }),
+            _ => None,
+        };
+        Self {
+            globals: instrumented
+                .globals
+                .iter()
+                .map(|global| global.name.clone())
+                .collect(),
+            memory: instrumented.memory_export.clone(),
+            asyncify,
+        }
+    }
+}
+
+fn exported_mutable_globals(module: &Module) -> Vec<String> {
+    module
+        .exports()
+        .filter_map(|export| match export.ty() {
+            ExternType::Global(global) if global.mutability() == Mutability::Var => {
+                Some(export.name().to_string())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// How a module is driven.
@@ -143,13 +252,18 @@ pub struct ImportName {
     pub name: String,
 }
 
-/// A validated, compiled module.
+/// A validated, compiled module: the instrumented bytes (or the original ones,
+/// for a replay-only module).
 #[derive(Clone)]
 pub struct GuestModule {
     pub(crate) module: Module,
     kind: ModuleKind,
     imports: Vec<ImportName>,
     unsupported_imports: Vec<ImportName>,
+    digest: [u8; 32],
+    recovery_mode: RecoveryMode,
+    replay_reason: Option<String>,
+    pub(crate) layout: Arc<StateLayout>,
 }
 
 impl std::fmt::Debug for GuestModule {
@@ -159,6 +273,8 @@ impl std::fmt::Debug for GuestModule {
             .field("kind", &self.kind)
             .field("imports", &self.imports)
             .field("unsupported_imports", &self.unsupported_imports)
+            .field("recovery_mode", &self.recovery_mode)
+            .field("replay_reason", &self.replay_reason)
             .finish()
     }
 }
@@ -180,18 +296,33 @@ impl GuestModule {
         &self.unsupported_imports
     }
 
-    /// Export names of every exported mutable global, in module order: what a
-    /// checkpoint captures. A module rewritten at load time to export every
-    /// mutable global (`crates/instrument`) lists all of them here unchanged.
+    /// Names of every mutable global a checkpoint captures, in index order,
+    /// including those the module did not export itself (the rewrite exports
+    /// them, e.g. `__stack_pointer` as `__understudy_global_0`). For a replay-only
+    /// module: the mutable globals it exports, which no checkpoint captures.
     pub fn mutable_globals(&self) -> Vec<String> {
-        self.module
-            .exports()
-            .filter_map(|export| match export.ty() {
-                ExternType::Global(global) if global.mutability() == Mutability::Var => {
-                    Some(export.name().to_string())
-                }
-                _ => None,
-            })
-            .collect()
+        self.layout.globals.clone()
+    }
+
+    /// How a process running this module recovers after losing its primary.
+    pub fn recovery_mode(&self) -> RecoveryMode {
+        self.recovery_mode
+    }
+
+    /// Why the module recovers by replay (`None` when it is checkpointed).
+    pub fn replay_reason(&self) -> Option<String> {
+        self.replay_reason.clone()
+    }
+
+    /// SHA-256 of the bytes this module runs (after instrumentation): primary
+    /// and backup must run modules of equal digests.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// Whether the module is a command instrumented with Asyncify: it can be
+    /// checkpointed while blocked in a read or at another host call.
+    pub fn is_asyncified(&self) -> bool {
+        self.layout.asyncify.is_some()
     }
 }

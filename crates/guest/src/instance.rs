@@ -11,9 +11,10 @@ use understudy_types::limits::{
 };
 use wasmtime::{Instance, InstancePre, Linker, Store};
 
-use crate::engine::{GuestEngine, GuestModule, ImportName, ModuleKind, FUEL_TOTAL};
+use crate::engine::{GuestEngine, GuestModule, ImportName, ModuleKind, StateLayout, FUEL_TOTAL};
 use crate::pages::PageHashes;
 use crate::record::InputLog;
+use crate::unwind::{AsyncifyHandles, AsyncifyPhase, UnwindReason};
 use crate::wasi::{self, lock, HostState, MemoryLimiter, Shared};
 use crate::GuestError;
 use understudy_pair::{Oseq, Output};
@@ -34,8 +35,13 @@ pub enum RunOutcome {
     Exited(i32),
     /// The reactor's handler returned; the instance takes the next record.
     Returned,
-    /// The guest is parked in `fd_read(stdin)` waiting for input; `run` again later.
+    /// The guest waits in `fd_read(stdin)` for input; `run` again later. A command
+    /// with Asyncify is unwound there (quiescent: it can be checkpointed); one
+    /// without is parked on its fiber (not quiescent).
     Blocked,
+    /// The command unwound at a host call after [`GuestInstance::request_unwind`]:
+    /// quiescent, it can be checkpointed; `run` again to rewind and resume it.
+    Unwound,
     /// The guest used up its fuel slice; `run` again to resume it.
     OutOfFuel,
     /// The guest trapped (or was killed by the epoch deadline): the instance is over.
@@ -45,6 +51,8 @@ pub enum RunOutcome {
 /// Which guest call a running future executes.
 enum Call {
     Start,
+    /// `_start` again, rewinding an unwound command.
+    Rewind,
     Handler(Bytes),
 }
 
@@ -70,8 +78,10 @@ pub struct GuestInstance<L: InputLog + 'static> {
     /// A reactor whose `_initialize` has not run yet (it runs before the first
     /// handler call, even when a checkpoint instantiated the module earlier).
     pub(crate) needs_initialize: bool,
-    /// Export names of the module's mutable globals, in module order.
-    pub(crate) mutable_globals: Vec<String>,
+    /// Export names of the module's state (globals, memories, Asyncify's).
+    pub(crate) layout: Arc<StateLayout>,
+    /// Why the module recovers by replay (then it is never checkpointed).
+    pub(crate) replay_reason: Option<String>,
     /// Page hashes as of the last checkpoint (or restore).
     pub(crate) page_hashes: PageHashes,
     /// The number of the last checkpoint taken (or restored): 0 for none.
@@ -124,6 +134,8 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             outputs: Vec::new(),
             next_oseq: Oseq(1),
             parked_in_stdin: false,
+            asyncify_phase: AsyncifyPhase::Normal,
+            unwind_requested: false,
             monotonic_offset_nanos: 0,
             args,
             env,
@@ -148,6 +160,7 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             HostState {
                 shared: shared.clone(),
                 limiter,
+                layout: module.layout.clone(),
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -167,18 +180,32 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             unsupported_imports: module.unsupported_imports().to_vec(),
             state: State::Idle(store, None),
             needs_initialize: module.kind() == ModuleKind::Reactor,
-            mutable_globals: module.mutable_globals(),
+            layout: module.layout.clone(),
+            replay_reason: module.replay_reason(),
             page_hashes: PageHashes::new(),
             checkpoint_number: 0,
         })
     }
 
-    /// Runs a command guest from `_start`, or resumes the call under way (parked in
-    /// stdin, out of fuel), until it exits, traps, parks or runs out of fuel.
+    /// Runs a command guest from `_start`, or resumes it (parked in stdin, out of
+    /// fuel, or unwound: then it rewinds), until it exits, traps, blocks, unwinds
+    /// or runs out of fuel.
     pub fn run(&mut self) -> Result<RunOutcome, GuestError> {
         match &self.state {
             State::Running(_) => {}
-            State::Idle(..) if self.kind == ModuleKind::Command => self.start(Call::Start)?,
+            State::Idle(..) if self.kind == ModuleKind::Command => {
+                let call = {
+                    let mut shared = lock(&self.shared);
+                    match shared.asyncify_phase {
+                        AsyncifyPhase::Unwound { fuel_consumed, .. } => {
+                            shared.asyncify_phase = AsyncifyPhase::Rewinding { fuel_consumed };
+                            Call::Rewind
+                        }
+                        _ => Call::Start,
+                    }
+                };
+                self.start(call)?
+            }
             State::Idle(..) => {
                 return Err(GuestError::WrongState("a reactor has no _start".into()))
             }
@@ -216,9 +243,55 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         self.poll()
     }
 
-    /// Whether the guest waits in `fd_read(stdin)` for input (the parked state).
+    /// Whether the guest waits in `fd_read(stdin)` for input: parked on its fiber,
+    /// or (with Asyncify) unwound there.
     pub fn is_parked_in_stdin(&self) -> bool {
-        matches!(self.state, State::Running(_)) && lock(&self.shared).parked_in_stdin
+        let shared = lock(&self.shared);
+        let unwound_in_stdin = matches!(
+            shared.asyncify_phase,
+            AsyncifyPhase::Unwound {
+                reason: UnwindReason::Stdin,
+                ..
+            }
+        );
+        let parked = matches!(self.state, State::Running(_)) && shared.parked_in_stdin;
+        parked || (matches!(self.state, State::Idle(..)) && unwound_in_stdin)
+    }
+
+    /// Whether the guest is unwound (at a blocked read or a requested host call)
+    /// and so can be checkpointed although `_start` has not finished.
+    pub fn is_unwound(&self) -> bool {
+        matches!(self.state, State::Idle(..))
+            && matches!(
+                lock(&self.shared).asyncify_phase,
+                AsyncifyPhase::Unwound { .. }
+            )
+    }
+
+    /// Asks a command with Asyncify to unwind at its next instrumented host call
+    /// (`fd_read`, `fd_write`, `clock_time_get`, `random_get`, `poll_oneoff`,
+    /// `sched_yield`), before that call has any effect (a read too, whether or
+    /// not input is there): a later [`Self::run`] returns [`RunOutcome::Unwound`]
+    /// and the guest can be checkpointed. If
+    /// the fuel slice ends first, `run` returns [`RunOutcome::OutOfFuel`] and the
+    /// request stays. A guest already unwound needs nothing more. Refused for a
+    /// module without Asyncify (a reactor, or one that recovers by replay) and for
+    /// a finished guest.
+    pub fn request_unwind(&mut self) -> Result<(), GuestError> {
+        if self.layout.asyncify.is_none() {
+            let reason = self.replay_reason.as_deref().unwrap_or("a reactor");
+            return Err(GuestError::WrongState(format!(
+                "only a command instrumented with Asyncify unwinds ({reason})"
+            )));
+        }
+        if self.is_finished() {
+            return Err(GuestError::WrongState("the guest has finished".into()));
+        }
+        let mut shared = lock(&self.shared);
+        if !matches!(shared.asyncify_phase, AsyncifyPhase::Unwound { .. }) {
+            shared.unwind_requested = true;
+        }
+        Ok(())
     }
 
     /// Stops the guest for good, wherever it is (parked in stdin, out of fuel, idle):
@@ -226,7 +299,10 @@ impl<L: InputLog + 'static> GuestInstance<L> {
     /// slice can only be stopped by [`crate::GuestEngine::increment_epoch`].
     pub fn kill(&mut self) {
         self.state = State::Finished;
-        lock(&self.shared).parked_in_stdin = false;
+        let mut shared = lock(&self.shared);
+        shared.parked_in_stdin = false;
+        shared.asyncify_phase = AsyncifyPhase::Normal;
+        shared.unwind_requested = false;
     }
 
     /// Whether the guest exited, trapped, diverged or was killed.
@@ -269,7 +345,13 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         let pre = self.pre.clone();
         let initialize = std::mem::replace(&mut self.needs_initialize, false);
         self.state = State::Running(Box::pin(async move {
-            let result = execute(&mut store, &pre, initialize, instance, call).await;
+            let call = Execution {
+                pre: &pre,
+                initialize,
+                instance,
+                call,
+            };
+            let result = execute(&mut store, call).await;
             (store, result)
         }));
         Ok(())
@@ -296,7 +378,14 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             return Ok(RunOutcome::Exited(code));
         }
         match result {
-            Ok(_) if self.kind == ModuleKind::Command => {
+            Ok(instance) if self.kind == ModuleKind::Command => {
+                if let AsyncifyPhase::Unwound { reason, .. } = shared.asyncify_phase {
+                    self.state = State::Idle(store, Some(instance));
+                    return Ok(match reason {
+                        UnwindReason::Stdin => RunOutcome::Blocked,
+                        UnwindReason::Requested => RunOutcome::Unwound,
+                    });
+                }
                 // Returning from _start is exit code 0; kept for a checkpoint.
                 shared.exit_code = Some(0);
                 Ok(RunOutcome::Exited(0))
@@ -310,28 +399,39 @@ impl<L: InputLog + 'static> GuestInstance<L> {
     }
 }
 
-/// Instantiates on first use, runs a reactor's `_initialize` if `initialize`, then
-/// makes `call`.
-async fn execute<L: InputLog + 'static>(
-    store: &mut Store<HostState<L>>,
-    pre: &InstancePre<HostState<L>>,
+/// One guest call the driver's future makes.
+struct Execution<'a, L: 'static> {
+    pre: &'a InstancePre<HostState<L>>,
+    /// Run a reactor's `_initialize` first.
     initialize: bool,
+    /// The instance, or `None` to instantiate first.
     instance: Option<Instance>,
     call: Call,
+}
+
+/// Instantiates on first use, runs a reactor's `_initialize` if asked, then makes
+/// the call.
+async fn execute<L: InputLog + 'static>(
+    store: &mut Store<HostState<L>>,
+    execution: Execution<'_, L>,
 ) -> wasmtime::Result<Instance> {
-    let instance = match instance {
+    let instance = match execution.instance {
         Some(instance) => instance,
-        None => pre.instantiate_async(&mut *store).await?,
+        None => execution.pre.instantiate_async(&mut *store).await?,
     };
-    if initialize {
+    if execution.initialize {
         if let Ok(function) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
             function.call_async(&mut *store, ()).await?;
         }
     }
-    match call {
-        Call::Start => {
+    match execution.call {
+        Call::Start | Call::Rewind => {
+            if matches!(execution.call, Call::Rewind) {
+                asyncify_handles(store, &instance)?.start_rewind(&mut *store)?;
+            }
             let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
             start.call_async(&mut *store, ()).await?;
+            finish_unwind(store, &instance)?;
         }
         Call::Handler(record) => {
             let length = u32::try_from(record.len())?;
@@ -351,4 +451,45 @@ async fn execute<L: InputLog + 'static>(
         }
     }
     Ok(instance)
+}
+
+fn asyncify_handles<L: 'static>(
+    store: &mut Store<HostState<L>>,
+    instance: &Instance,
+) -> wasmtime::Result<AsyncifyHandles> {
+    let layout = store.data().layout.clone();
+    let asyncify = layout
+        .asyncify
+        .as_ref()
+        .ok_or_else(|| wasmtime::Error::msg("the module is not instrumented with Asyncify"))?;
+    AsyncifyHandles::of_instance(&mut *store, instance, asyncify)
+}
+
+/// After `_start` returned: if an import started an unwind, stops it and sets
+/// the fuel count back to where the import was entered (see `unwind.rs`), so
+/// the guest is unwound; if a rewind never reached an import, that is an error.
+fn finish_unwind<L: 'static>(
+    store: &mut Store<HostState<L>>,
+    instance: &Instance,
+) -> wasmtime::Result<()> {
+    let shared = store.data().shared.clone();
+    let phase = lock(&shared).asyncify_phase;
+    match phase {
+        AsyncifyPhase::Normal => Ok(()),
+        AsyncifyPhase::Unwinding {
+            reason,
+            fuel_consumed,
+        } => {
+            asyncify_handles(store, instance)?.stop_unwind(&mut *store)?;
+            store.set_fuel(FUEL_TOTAL - fuel_consumed)?;
+            lock(&shared).asyncify_phase = AsyncifyPhase::Unwound {
+                reason,
+                fuel_consumed,
+            };
+            Ok(())
+        }
+        other => Err(wasmtime::Error::msg(format!(
+            "_start returned while Asyncify is {other:?}"
+        ))),
+    }
 }

@@ -19,28 +19,44 @@
 //! stream, bytes, depends_on }` collected by the host ([`GuestInstance::take_outputs`]);
 //! the pair protocol will hold it until the backup acknowledged `depends_on`.
 //!
-//! # The parked state
-//! The engine runs guests with wasmtime's async support on a fiber. A command
-//! guest's `fd_read(stdin)` with no input makes its host future pending: the fiber
-//! suspends inside that host call and [`GuestInstance::run`] returns
-//! [`RunOutcome::Blocked`], with [`GuestInstance::is_parked_in_stdin`] true. No OS
-//! thread blocks and nothing spins; the next `run` retries the read. This is the exact
-//! point where the later Asyncify step will unwind the guest to checkpoint it.
-//! Reactors are driven by [`GuestInstance::call_handler`].
+//! # Loading
+//! [`GuestEngine::load`] rewrites every module once with
+//! `understudy_instrument::instrument` and compiles the result: every mutable
+//! global (`__stack_pointer` too) and the memory are exported for checkpoints, and
+//! a command is instrumented with Binaryen's Asyncify. A module that cannot be
+//! instrumented (e.g. it changes a table at run time) runs unchanged with
+//! [`RecoveryMode::Replay`] and a [`GuestModule::replay_reason`]; it is never
+//! checkpointed. [`GuestModule::digest`] names the bytes that run.
+//!
+//! # Blocked and unwound commands
+//! The engine runs guests with wasmtime's async support on a fiber. A command's
+//! `fd_read(stdin)` with no input makes [`GuestInstance::run`] return
+//! [`RunOutcome::Blocked`], with [`GuestInstance::is_parked_in_stdin`] true; the
+//! next `run` retries the read. With Asyncify the host *unwinds* the guest there
+//! (its frames save themselves into the Asyncify memory and `_start` returns), so
+//! it is quiescent and can be checkpointed, and the next `run` rewinds it into the
+//! same read (`unwind.rs`). Without Asyncify the fiber stays suspended inside the
+//! host call. [`GuestInstance::request_unwind`] makes the next instrumented host
+//! call unwind too ([`RunOutcome::Unwound`]), so compute-bound commands can be
+//! checkpointed. Unwinding and rewinding cost no fuel as far as the records are
+//! concerned: the fuel count is set back, so the same guest logs the same fuel
+//! positions however often it blocked. Reactors are driven by
+//! [`GuestInstance::call_handler`].
 //!
 //! # Checkpoints
 //! At a quiescent point — a guest not started yet, a reactor between handler calls,
-//! a command that exited — [`GuestInstance::checkpoint`] captures a [`Checkpoint`]:
-//! the 4 KiB memory pages changed since the instance's previous checkpoint (found
-//! with per-page xxh3-128 hashes, see [`PageHashes`]), every exported mutable
-//! global, the host state ([`HostSnapshot`]: fd table, stdin cursor and backlog,
+//! a command unwound by Asyncify or exited — [`GuestInstance::checkpoint`] captures
+//! a [`Checkpoint`]: the 4 KiB memory pages changed since the instance's previous
+//! checkpoint (found with per-page xxh3-128 hashes, see [`PageHashes`]), every
+//! mutable global, an unwound command's saved frames, the host state ([`HostSnapshot`]: fd table, stdin cursor and backlog,
 //! `next_oseq`, unreleased outputs, clock offset, fuel) and the caller's extra
 //! bytes, tagged with the lsn of the last input logged before it. A backup folds
 //! checkpoints in order into a [`CheckpointImage`]; [`GuestInstance::restore`]
 //! brings a fresh instance to the image's point without running `_start` or
-//! `_initialize`. A command parked in stdin is refused
-//! ([`GuestError::NotQuiescent`]) until Asyncify lets it unwind. The byte format
-//! is in `docs/checkpoints.md`.
+//! `_initialize`; an unwound one rewinds on its next `run`. A guest out of fuel,
+//! a command without Asyncify parked in stdin and every replay-only module are
+//! refused ([`GuestError::NotQuiescent`]). The byte format is in
+//! `docs/checkpoints.md`.
 //!
 //! # Determinism
 //! NaN canonicalisation is on, threads are off, SIMD is on with relaxed SIMD in its
@@ -59,6 +75,7 @@ mod instance;
 mod pages;
 mod record;
 mod snapshot;
+mod unwind;
 mod wasi;
 
 pub use checkpoint::{
@@ -71,9 +88,11 @@ pub use record::{
     HostInputs, InputLog, Recorder, ReplayThenRecord, Replayer, StdinRead, SystemInputs,
     CLOCK_MONOTONIC, CLOCK_REALTIME,
 };
+pub use understudy_instrument::RecoveryMode;
 /// The record and output types are the pair protocol's: one set for the host and
 /// the protocol.
 pub use understudy_pair::{Epoch, Lsn, Oseq, Output, Record, RecordKind, Stream};
+pub use unwind::UnwindReason;
 pub use wasi::{ERRNO_NOSYS, WASI_MODULE};
 
 /// Everything that can go wrong hosting a guest.

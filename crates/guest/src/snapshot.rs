@@ -1,12 +1,16 @@
 //! [`GuestInstance::checkpoint`] and [`GuestInstance::restore`]: capturing a guest
 //! at a quiescent point and bringing a fresh instance back to it.
 //!
-//! Quiescent points (phase 1, without Asyncify): a guest not started yet (the
-//! module is instantiated, nothing runs); a reactor between two handler calls; a
-//! command that exited (its memory is not kept: only its unreleased outputs and
-//! exit code matter). A command parked in stdin, or any guest out of fuel in the
-//! middle of a call, has a host stack frame on its fiber that no checkpoint can
-//! carry: [`GuestError::NotQuiescent`].
+//! Quiescent points: a guest not started yet (the module is instantiated,
+//! nothing runs); a reactor between two handler calls; a command that exited (its
+//! memory is not kept: only its unreleased outputs and exit code matter); a
+//! command with Asyncify unwound at a host call (a read with no input, or after
+//! [`GuestInstance::request_unwind`]), whose saved frames travel with the
+//! checkpoint. A guest out of fuel in the middle of a call, or a command without
+//! Asyncify parked in stdin, has frames on its fiber that no checkpoint can
+//! carry: [`GuestError::NotQuiescent`]. So has every module that recovers by
+//! replay: its checkpoint could miss state (a table changed at run time, a
+//! global it does not export).
 
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
@@ -25,11 +29,9 @@ use crate::engine::{GuestEngine, GuestModule, ModuleKind, FUEL_TOTAL};
 use crate::instance::{Birth, GuestInstance, State};
 use crate::pages::{PageHashes, CHECKPOINT_PAGE_BYTES, WASM_PAGE_BYTES};
 use crate::record::InputLog;
+use crate::unwind::{AsyncifyHandles, AsyncifyPhase};
 use crate::wasi::{lock, HostState};
 use crate::GuestError;
-
-/// The exported memory a checkpoint captures (the one WASI calls use).
-const MEMORY_EXPORT: &str = "memory";
 
 impl<L: InputLog + 'static> GuestInstance<L> {
     /// Captures the guest at a quiescent point: the pages changed since this
@@ -57,12 +59,13 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             )));
         }
         let phase = self.quiescent_phase()?;
+        let exited = matches!(phase, GuestPhase::Exited(_));
         let mut host = self.host_snapshot(phase, held_outputs)?;
         host.fuel_consumed = self.fuel_consumed();
         // An instance's first checkpoint has no predecessor; an exited command
         // keeps no memory, so its checkpoint replaces the image's with none.
-        let full = full || self.checkpoint_number == 0 || matches!(phase, GuestPhase::Exited(_));
-        let (memory_pages, page_indexes, page_bytes, globals) = match phase {
+        let full = full || self.checkpoint_number == 0 || exited;
+        let (memory_pages, page_indexes, page_bytes, globals) = match host.phase {
             GuestPhase::Exited(_) => (0, Vec::new(), Bytes::new(), Vec::new()),
             _ => self.capture_memory_and_globals(full)?,
         };
@@ -83,7 +86,15 @@ impl<L: InputLog + 'static> GuestInstance<L> {
     /// Where the guest stands, if it is quiescent; instantiates a guest not
     /// started yet (running nothing) so that its memory exists.
     fn quiescent_phase(&mut self) -> Result<GuestPhase, GuestError> {
-        let parked_in_stdin = lock(&self.shared).parked_in_stdin;
+        if let Some(reason) = &self.replay_reason {
+            return Err(GuestError::NotQuiescent(format!(
+                "the module recovers by replay, never from a checkpoint: {reason}"
+            )));
+        }
+        let (parked_in_stdin, asyncify_phase) = {
+            let shared = lock(&self.shared);
+            (shared.parked_in_stdin, shared.asyncify_phase)
+        };
         match &mut self.state {
             State::Running(_) if parked_in_stdin => Err(GuestError::NotQuiescent(
                 "a command parked in stdin needs Asyncify to be checkpointed".into(),
@@ -100,6 +111,24 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             State::Idle(store, instance) => {
                 if instance.is_none() {
                     *instance = Some(instantiate_now(store, &self.pre)?);
+                }
+                if let AsyncifyPhase::Unwound { reason, .. } = asyncify_phase {
+                    let stack = match (instance.as_ref(), self.layout.asyncify.as_ref()) {
+                        (Some(instance), Some(layout)) => {
+                            AsyncifyHandles::of_instance(&mut *store, instance, layout)
+                                .and_then(|handles| handles.saved_stack(&mut *store))
+                                .map_err(|error| GuestError::WrongState(format!("{error:#}")))?
+                        }
+                        _ => {
+                            return Err(GuestError::WrongState(
+                                "an unwound guest without Asyncify".into(),
+                            ))
+                        }
+                    };
+                    return Ok(GuestPhase::Unwound {
+                        reason,
+                        stack: Bytes::from(stack),
+                    });
                 }
                 if self.kind == ModuleKind::Command || self.needs_initialize {
                     Ok(GuestPhase::NotStarted)
@@ -143,8 +172,12 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         let State::Idle(store, Some(instance)) = &mut self.state else {
             return Err(GuestError::WrongState("no instantiated guest".into()));
         };
-        let globals = capture_globals(store, instance, &self.mutable_globals)?;
-        let Some(memory) = instance.get_memory(&mut *store, MEMORY_EXPORT) else {
+        let globals = capture_globals(store, instance, &self.layout.globals)?;
+        let memory = match &self.layout.memory {
+            Some(name) => instance.get_memory(&mut *store, name),
+            None => None,
+        };
+        let Some(memory) = memory else {
             return Ok((0, Vec::new(), Bytes::new(), globals));
         };
         let memory_pages = memory_pages(&memory, store)?;
@@ -182,13 +215,26 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             )));
         }
         let mut guest = Self::new(engine, module, birth, inputs)?;
+        if let Some(reason) = &guest.replay_reason {
+            return Err(GuestError::RestoreMismatch(format!(
+                "the module recovers by replay, never from a checkpoint: {reason}"
+            )));
+        }
         let host = image.host();
-        match (host.phase, guest.kind) {
+        match (&host.phase, guest.kind) {
             (GuestPhase::Exited(_), ModuleKind::Command) => guest.state = State::Finished,
             (GuestPhase::NotStarted, _) | (GuestPhase::BetweenCalls, ModuleKind::Reactor) => {
                 guest.restore_instance(image)?;
                 guest.needs_initialize =
                     guest.kind == ModuleKind::Reactor && host.phase == GuestPhase::NotStarted;
+            }
+            (GuestPhase::Unwound { reason, stack }, ModuleKind::Command) => {
+                guest.restore_instance(image)?;
+                guest.restore_unwound(stack)?;
+                lock(&guest.shared).asyncify_phase = AsyncifyPhase::Unwound {
+                    reason: *reason,
+                    fuel_consumed: host.fuel_consumed,
+                };
             }
             (phase, kind) => {
                 return Err(GuestError::RestoreMismatch(format!(
@@ -213,13 +259,12 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             ));
         };
         let instance = instantiate_now(&mut store, &self.pre)?;
-        restore_globals(
-            &mut store,
-            &instance,
-            &self.mutable_globals,
-            image.globals(),
-        )?;
-        match instance.get_memory(&mut store, MEMORY_EXPORT) {
+        restore_globals(&mut store, &instance, &self.layout.globals, image.globals())?;
+        let memory = match &self.layout.memory {
+            Some(name) => instance.get_memory(&mut store, name),
+            None => None,
+        };
+        match memory {
             Some(memory) => {
                 restore_memory(&mut store, &memory, image.memory())?;
                 self.page_hashes = PageHashes::of(memory.data(&store));
@@ -233,6 +278,21 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         }
         self.state = State::Idle(store, Some(instance));
         Ok(())
+    }
+
+    /// Writes an unwound command's saved frames back into its Asyncify memory, so
+    /// its next run rewinds.
+    fn restore_unwound(&mut self, stack: &[u8]) -> Result<(), GuestError> {
+        let (State::Idle(store, Some(instance)), Some(layout)) =
+            (&mut self.state, self.layout.asyncify.as_ref())
+        else {
+            return Err(GuestError::RestoreMismatch(
+                "the image is of a command unwound by Asyncify, the module has none".into(),
+            ));
+        };
+        AsyncifyHandles::of_instance(&mut *store, instance, layout)
+            .and_then(|handles| handles.restore_stack(&mut *store, stack))
+            .map_err(|error| GuestError::RestoreMismatch(format!("{error:#}")))
     }
 
     fn restore_host(&mut self, host: &HostSnapshot) -> Result<(), GuestError> {

@@ -14,8 +14,9 @@ use understudy_types::limits::{
 };
 use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Val, ValType};
 
-use crate::engine::FUEL_TOTAL;
+use crate::engine::{StateLayout, FUEL_TOTAL};
 use crate::record::{InputLog, StdinRead, CLOCK_MONOTONIC};
+use crate::unwind::{AsyncifyHandles, AsyncifyPhase, UnwindReason};
 use crate::GuestError;
 
 /// The WASI preview 1 import module.
@@ -60,8 +61,13 @@ pub(crate) struct Shared<L> {
     pub(crate) inputs: L,
     pub(crate) outputs: Vec<Output>,
     pub(crate) next_oseq: Oseq,
-    /// True while the guest waits in `fd_read(stdin)` for input: the parked state.
+    /// True while the guest's fiber waits in `fd_read(stdin)` for input: the
+    /// parked state of a guest without Asyncify (one with Asyncify unwinds).
     pub(crate) parked_in_stdin: bool,
+    /// Where an Asyncify-instrumented command stands in the unwind protocol.
+    pub(crate) asyncify_phase: AsyncifyPhase,
+    /// The host asked the next instrumented import to unwind.
+    pub(crate) unwind_requested: bool,
     /// Added to the monotonic clock, so it never goes backwards across a failover.
     pub(crate) monotonic_offset_nanos: u64,
     pub(crate) args: Vec<Vec<u8>>,
@@ -81,6 +87,8 @@ pub(crate) struct Shared<L> {
 pub(crate) struct HostState<L> {
     pub(crate) shared: Arc<Mutex<Shared<L>>>,
     pub(crate) limiter: MemoryLimiter,
+    /// Export names of the module's state, among them Asyncify's.
+    pub(crate) layout: Arc<StateLayout>,
 }
 
 /// Locks the shared state. A poisoned lock only means a host function panicked
@@ -237,6 +245,79 @@ fn write_strings<L>(
         }
         Ok(())
     })())
+}
+
+/// What an import Asyncify instruments does first: finish a rewind that reached
+/// it (taking back the fuel the rewind burned, see `unwind.rs`), or start the
+/// unwind the host asked for. `true`: an unwind started, so the import returns at
+/// once with no effect (Asyncify discards its result).
+fn asyncify_entry<L>(caller: &mut HostCaller<'_, L>) -> wasmtime::Result<bool> {
+    let shared = caller.data().shared.clone();
+    let (phase, requested) = {
+        let guard = lock(&shared);
+        (guard.asyncify_phase, guard.unwind_requested)
+    };
+    match phase {
+        AsyncifyPhase::Normal if !requested => Ok(false),
+        AsyncifyPhase::Normal => {
+            start_unwind(caller, UnwindReason::Requested)?;
+            Ok(true)
+        }
+        AsyncifyPhase::Rewinding { fuel_consumed } => {
+            let layout = caller.data().layout.clone();
+            let asyncify = layout.asyncify.as_ref().ok_or_else(not_asyncified)?;
+            AsyncifyHandles::of_caller(caller, asyncify)?.stop_rewind(&mut *caller)?;
+            caller.set_fuel(FUEL_TOTAL - fuel_consumed)?;
+            lock(&shared).asyncify_phase = AsyncifyPhase::Normal;
+            Ok(false)
+        }
+        other => Err(wasmtime::Error::msg(format!(
+            "an instrumented import was called while Asyncify is {other:?}"
+        ))),
+    }
+}
+
+fn not_asyncified() -> wasmtime::Error {
+    wasmtime::Error::msg("the module is not instrumented with Asyncify")
+}
+
+/// Starts unwinding the guest from inside an instrumented import, noting the
+/// fuel consumed so far: the rewound import will continue from it.
+fn start_unwind<L>(caller: &mut HostCaller<'_, L>, reason: UnwindReason) -> wasmtime::Result<()> {
+    let layout = caller.data().layout.clone();
+    let asyncify = layout.asyncify.as_ref().ok_or_else(not_asyncified)?;
+    let fuel_consumed = fuel_consumed(caller);
+    AsyncifyHandles::of_caller(caller, asyncify)?.start_unwind(&mut *caller)?;
+    let shared = caller.data().shared.clone();
+    let mut guard = lock(&shared);
+    guard.asyncify_phase = AsyncifyPhase::Unwinding {
+        reason,
+        fuel_consumed,
+    };
+    guard.unwind_requested = false;
+    guard.parked_in_stdin = false;
+    Ok(())
+}
+
+/// `fd_read`: a read with no input yet unwinds a guest with Asyncify, and parks
+/// the fiber of one without (the next `run` retries the read either way).
+async fn fd_read<L: InputLog>(
+    caller: &mut HostCaller<'_, L>,
+    params: (i32, i32, i32, i32),
+) -> wasmtime::Result<i32> {
+    if asyncify_entry(caller)? {
+        return Ok(0);
+    }
+    loop {
+        if let Some(code) = fd_read_once(caller, params)? {
+            return Ok(code);
+        }
+        if caller.data().layout.asyncify.is_some() {
+            start_unwind(caller, UnwindReason::Stdin)?;
+            return Ok(0);
+        }
+        YieldOnce(false).await;
+    }
 }
 
 /// One attempt of `fd_read`: `Ok(None)` when no input is available yet.
@@ -532,21 +613,22 @@ fn define_fds<L: InputLog + 'static>(linker: &mut Linker<HostState<L>>) -> wasmt
         m,
         "fd_read",
         |mut caller: HostCaller<'_, L>, params: (i32, i32, i32, i32)| {
-            Box::new(async move {
-                loop {
-                    if let Some(code) = fd_read_once(&mut caller, params)? {
-                        return Ok(code);
-                    }
-                    YieldOnce(false).await;
-                }
-            })
+            Box::new(async move { fd_read(&mut caller, params).await })
         },
     )?;
     linker.func_wrap(
         m,
         "fd_write",
-        |mut caller: HostCaller<'_, L>, fd: i32, iovs: i32, count: i32, written: i32| {
-            fd_write(&mut caller, fd, iovs, count, written)
+        |mut caller: HostCaller<'_, L>,
+         fd: i32,
+         iovs: i32,
+         count: i32,
+         written: i32|
+         -> wasmtime::Result<i32> {
+            if asyncify_entry(&mut caller)? {
+                return Ok(0);
+            }
+            Ok(fd_write(&mut caller, fd, iovs, count, written))
         },
     )?;
     linker.func_wrap(m, "fd_close", |caller: HostCaller<'_, L>, fd: i32| {
@@ -601,6 +683,9 @@ fn define_process<L: InputLog + 'static>(
         m,
         "clock_time_get",
         |mut caller: HostCaller<'_, L>, id: i32, _precision: i64, time: i32| {
+            if asyncify_entry(&mut caller)? {
+                return Ok(0);
+            }
             clock_time_get(&mut caller, id, time)
         },
     )?;
@@ -625,17 +710,31 @@ fn define_process<L: InputLog + 'static>(
         m,
         "random_get",
         |mut caller: HostCaller<'_, L>, buffer: i32, length: i32| {
+            if asyncify_entry(&mut caller)? {
+                return Ok(0);
+            }
             random_get(&mut caller, buffer, length)
         },
     )?;
     linker.func_wrap(
         m,
         "poll_oneoff",
-        |mut caller: HostCaller<'_, L>, input: i32, output: i32, count: i32, nevents: i32| {
-            poll_oneoff(&mut caller, input, output, count, nevents)
+        |mut caller: HostCaller<'_, L>,
+         input: i32,
+         output: i32,
+         count: i32,
+         nevents: i32|
+         -> wasmtime::Result<i32> {
+            if asyncify_entry(&mut caller)? {
+                return Ok(0);
+            }
+            Ok(poll_oneoff(&mut caller, input, output, count, nevents))
         },
     )?;
-    linker.func_wrap(m, "sched_yield", |_: HostCaller<'_, L>| ERRNO_SUCCESS)?;
+    linker.func_wrap(m, "sched_yield", |mut caller: HostCaller<'_, L>| {
+        // Unwinding or not, the answer is success (an unwinding guest discards it).
+        asyncify_entry(&mut caller).map(|_| ERRNO_SUCCESS)
+    })?;
     linker.func_wrap(
         m,
         "proc_exit",

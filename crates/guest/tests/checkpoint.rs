@@ -301,7 +301,8 @@ fn restore_needs_an_input_log_continuing_after_the_image() {
 #[test]
 fn only_quiescent_guests_are_checkpointed() {
     let engine = engine(GuestConfig::default());
-    let command = load(&engine, RUNNING_TOTAL);
+    // Without Asyncify a command parks on its fiber, inside the host call.
+    let command = engine.load_unchanged(RUNNING_TOTAL).expect("loads");
     let mut parked = new_primary(&engine, &command, 1);
     assert_eq!(parked.run(), Ok(RunOutcome::Blocked));
     assert!(matches!(

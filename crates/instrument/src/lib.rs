@@ -81,6 +81,7 @@
 
 mod analysis;
 mod asyncify;
+mod control;
 mod error;
 mod exports;
 
@@ -175,9 +176,37 @@ pub struct Instrumented {
     pub memory_export: Option<String>,
     /// Name the Asyncify memory is exported under (`Some` exactly when `asyncify`).
     pub asyncify_memory_export: Option<String>,
+    /// Asyncify's own globals (`Some` exactly when `asyncify`), for a host that
+    /// drives the protocol without calling the control exports.
+    pub asyncify_globals: Option<AsyncifyGlobals>,
+}
+
+/// Export names of the two globals Binaryen's control exports set, both also
+/// listed in [`Instrumented::globals`].
+///
+/// `asyncify_start_unwind(d)` is `state = 1; data = d`, `asyncify_start_rewind(d)`
+/// is `state = 2; data = d`, and both stop functions are `state = 0` (each also
+/// traps when the data structure's `current` exceeds its `end`). A host that
+/// cannot call guest exports from inside an import (an asynchronous engine) sets
+/// these globals itself, with the same effect; [`instrument`] checks the bodies of
+/// `asyncify_get_state` and `asyncify_start_unwind` to find them, and falls back
+/// to replay if they are not of this form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AsyncifyGlobals {
+    /// The `i32` state: 0 normal, 1 unwinding, 2 rewinding.
+    pub state: String,
+    /// The `i32` address of the `[current, end]` data structure.
+    pub data: String,
 }
 
 impl Instrumented {
+    /// `module` unchanged, replay-only, with `reason` for the process's log: for a
+    /// host that runs a module [`instrument`] refused, or chooses not to
+    /// instrument one.
+    pub fn unchanged(module: &[u8], reason: String) -> Self {
+        Self::replay(module, reason)
+    }
+
     /// The input unchanged, replay-only.
     fn replay(module: &[u8], reason: String) -> Self {
         Self {
@@ -189,6 +218,7 @@ impl Instrumented {
             globals: Vec::new(),
             memory_export: None,
             asyncify_memory_export: None,
+            asyncify_globals: None,
         }
     }
 }
@@ -228,7 +258,19 @@ pub fn instrument(module: &[u8]) -> Result<Instrumented, InstrumentError> {
         asyncify_memory = Some(facts.memory_count);
     }
     let asyncified = rewritten.as_deref().unwrap_or(module);
+    let control = match rewritten.as_deref().map(control::control_globals) {
+        Some(Ok(control)) => Some(control),
+        Some(Err(reason)) => return Ok(Instrumented::replay(module, reason)),
+        None => None,
+    };
     let exported = exports::export_state(asyncified, asyncify_memory)?;
+    let asyncify_globals = match control {
+        Some(control) => Some(AsyncifyGlobals {
+            state: global_name(&exported.globals, control.state)?,
+            data: global_name(&exported.globals, control.data)?,
+        }),
+        None => None,
+    };
     if exported.bytes.len() > GUEST_MODULE_BYTES_MAX {
         let reason = format!(
             "the instrumented module is {} bytes, more than the limit of {GUEST_MODULE_BYTES_MAX}",
@@ -249,5 +291,18 @@ pub fn instrument(module: &[u8]) -> Result<Instrumented, InstrumentError> {
         globals: exported.globals,
         memory_export: exported.memory_export,
         asyncify_memory_export: exported.asyncify_memory_export,
+        asyncify_globals,
     })
+}
+
+/// The export name of mutable global `index` (Asyncify's globals are mutable
+/// `i32`s, so [`exports::export_state`] listed them).
+fn global_name(globals: &[GlobalExport], index: u32) -> Result<String, InstrumentError> {
+    globals
+        .iter()
+        .find(|global| global.index == index && global.value_type == GlobalValueType::I32)
+        .map(|global| global.name.clone())
+        .ok_or_else(|| {
+            InstrumentError::Internal(format!("Asyncify global {index} is not an exported i32"))
+        })
 }

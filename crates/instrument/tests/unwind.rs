@@ -382,3 +382,63 @@ fn instrumentation_keeps_the_result_of_the_original_module() -> Result<()> {
     );
     Ok(())
 }
+
+/// The globals `Instrumented::asyncify_globals` names are the ones Asyncify's
+/// control exports set, so a host may set them instead of calling the exports.
+#[test]
+fn the_named_control_globals_are_those_the_control_exports_set() -> Result<()> {
+    let (engine, module, instrumented) = instrumented_command()?;
+    let control = instrumented
+        .asyncify_globals
+        .clone()
+        .context("an Asyncify command names its control globals")?;
+    for name in [&control.state, &control.data] {
+        ensure!(
+            instrumented
+                .globals
+                .iter()
+                .any(|global| &global.name == name),
+            "{name} is not among the captured globals"
+        );
+    }
+    let (mut store, instance) = instantiate(&engine, &module, Host::default())?;
+    let global = |store: &mut Store<Host>, name: &str| -> Result<i32> {
+        let value = instance
+            .get_global(&mut *store, name)
+            .context("control global")?
+            .get(&mut *store);
+        value.i32().context("an i32 global")
+    };
+    let memory = instance
+        .get_memory(&mut store, understudy_instrument::ASYNCIFY_MEMORY_EXPORT)
+        .context("asyncify memory")?;
+    // A data structure at 64, so the data global visibly changes.
+    let mut structure = ASYNCIFY_STACK_START.to_le_bytes().to_vec();
+    structure.extend_from_slice(&ASYNCIFY_MEMORY_BYTES.to_le_bytes());
+    memory.write(&mut store, 64, &structure)?;
+    let call = |store: &mut Store<Host>, name: &str, argument: Option<i32>| -> Result<()> {
+        match argument {
+            Some(argument) => instance
+                .get_typed_func::<i32, ()>(&mut *store, name)?
+                .call(&mut *store, argument),
+            None => instance
+                .get_typed_func::<(), ()>(&mut *store, name)?
+                .call(&mut *store, ()),
+        }
+    };
+    call(&mut store, "asyncify_start_unwind", Some(64))?;
+    ensure!(
+        (
+            global(&mut store, &control.state)?,
+            global(&mut store, &control.data)?
+        ) == (1, 64)
+    );
+    call(&mut store, "asyncify_stop_unwind", None)?;
+    ensure!(global(&mut store, &control.state)? == 0);
+    call(&mut store, "asyncify_start_rewind", Some(64))?;
+    ensure!(global(&mut store, &control.state)? == 2);
+    call(&mut store, "asyncify_stop_rewind", None)?;
+    ensure!(global(&mut store, &control.state)? == 0);
+    ensure!(asyncify_state(&mut store, &instance)? == 0);
+    Ok(())
+}

@@ -47,6 +47,8 @@ pub struct BackupLog {
     incoming: Option<IncomingCheckpoint>,
     /// The `after_lsn` of the newest complete, durable checkpoint (0: none).
     checkpoint_complete: Lsn,
+    /// The primary said this backup caught up (see [`Self::is_promotable`]).
+    promotable: bool,
     commands: Vec<Command>,
 }
 
@@ -62,8 +64,16 @@ impl BackupLog {
             durable,
             incoming: None,
             checkpoint_complete: Lsn(0),
+            promotable: false,
             commands: Vec::new(),
         }
+    }
+
+    /// Whether this backup may ask to be promoted: its primary told it (in a
+    /// heartbeat) that it caught up, so what it holds is the whole state. A
+    /// restarted backup learns it again from the next heartbeat.
+    pub fn is_promotable(&self) -> bool {
+        self.promotable
     }
 
     /// A restarted backup whose storage holds a complete checkpoint after
@@ -111,7 +121,21 @@ impl BackupLog {
                 epoch,
                 records,
             } => (pid, epoch, records, None),
-            PairMessage::Heartbeat { pid, epoch, logged } => (pid, epoch, Vec::new(), Some(logged)),
+            PairMessage::Heartbeat {
+                pid,
+                epoch,
+                logged,
+                caught_up,
+            } => {
+                if caught_up
+                    && pid == self.pid
+                    && epoch == self.primary_epoch
+                    && epoch == self.epoch
+                {
+                    self.promotable = true;
+                }
+                (pid, epoch, Vec::new(), Some(logged))
+            }
             PairMessage::Checkpoint {
                 pid,
                 epoch,

@@ -283,11 +283,14 @@ fn a_restarted_backup_with_a_checkpoint_acknowledges_what_its_storage_holds() {
     let mut backup = BackupLog::with_checkpoint(PID, Epoch(1), Lsn(3), Lsn(5));
     assert_eq!(backup.checkpoint_lsn(), Lsn(3));
     assert_eq!(backup.durable(), Lsn(5));
+    assert!(!backup.is_promotable(), "until its primary says so again");
     backup.handle(PairMessage::Heartbeat {
         pid: PID,
         epoch: Epoch(1),
         logged: Lsn(5),
+        caught_up: true,
     });
+    assert!(backup.is_promotable());
     assert_eq!(
         backup.take_commands(),
         vec![Command::Send(PairMessage::Ack {
@@ -337,4 +340,143 @@ fn a_backup_ignores_malformed_and_superseded_checkpoint_chunks() {
     backup.handle(chunk(2, 0, 1, b"x"));
     assert_eq!(backup.take_commands(), Vec::new());
     assert_eq!(backup.checkpoint_lsn(), Lsn(4));
+}
+
+/// Replaces the backup with an empty one paired from a checkpoint the shell
+/// captured for it.
+fn replace_backup_from(pair: &mut Pair, after_lsn: Lsn, data: Bytes) {
+    pair.primary
+        .pair_with_new_backup_from(after_lsn, data)
+        .unwrap();
+    pair.backup = BackupLog::new(PID, pair.primary.epoch(), Lsn(0));
+    pair.to_backup.clear();
+    pair.to_primary.clear();
+    pair.disk_queue.clear();
+    pair.durable_records.clear();
+    pair.durable_through = Lsn(0);
+    pair.checkpoint = None;
+    pair.assembling = None;
+}
+
+#[test]
+fn a_new_backup_paired_from_a_given_checkpoint_gets_it_instead_of_the_newest() {
+    let mut pair = Pair::new(PrimaryConfig::default());
+    log_clocks(&mut pair, 4);
+    pair.primary
+        .checkpoint(Lsn(4), Bytes::from_static(b"increment-after-4"))
+        .unwrap();
+    pair.primary.flush();
+    pair.settle();
+    assert_eq!(pair.primary.checkpoint_lsn(), Lsn(4));
+    // No record since the newest checkpoint: the same lsn is accepted.
+    replace_backup_from(&mut pair, Lsn(4), Bytes::from_static(b"full-after-4"));
+    pair.primary.flush();
+    pair.settle();
+    assert_eq!(pair.primary.backup_state(), BackupState::CaughtUp);
+    assert_eq!(
+        pair.checkpoint,
+        Some((Lsn(4), Bytes::from_static(b"full-after-4")))
+    );
+    assert_eq!(
+        pair.primary
+            .pair_with_new_backup_from(Lsn(3), Bytes::from_static(b"old")),
+        Err(PairError::InvalidCheckpoint {
+            after_lsn: Lsn(3),
+            bytes: 3
+        }),
+        "older than the newest checkpoint"
+    );
+    assert!(pair
+        .primary
+        .pair_with_new_backup_from(Lsn(5), Bytes::from_static(b"future"))
+        .is_err());
+    assert!(pair
+        .primary
+        .pair_with_new_backup_from(Lsn(4), Bytes::new())
+        .is_err());
+}
+
+#[test]
+fn a_resumed_log_needs_a_given_checkpoint_to_catch_a_backup_up() {
+    let records: Vec<Record> = (8..=9)
+        .map(|lsn| Record {
+            lsn: Lsn(lsn),
+            epoch: Epoch(1),
+            kind: RecordKind::Clock { clock_id: 1 },
+            payload: record_payload(lsn),
+            fuel_consumed: lsn,
+        })
+        .collect();
+    let mut primary = PrimaryLog::resumed(
+        PID,
+        Epoch(2),
+        Lsn(7),
+        records,
+        Oseq(3),
+        PrimaryConfig::default(),
+    );
+    assert_eq!(primary.logged(), Lsn(9));
+    assert_eq!(primary.retained_records(), 2);
+    assert_eq!(
+        primary.pair_with_new_backup(),
+        Err(PairError::NoCheckpoint {
+            missing_through: Lsn(7)
+        })
+    );
+    let oseq = primary
+        .output(Stream::Stdout, Bytes::from_static(b"x"))
+        .unwrap();
+    assert_eq!(oseq, Oseq(4), "outputs continue after the regenerated ones");
+    assert!(
+        matches!(&primary.take_commands()[..], [Command::Release(outputs)] if outputs.len() == 1),
+        "the replayed records were durable here (the former backup): released at once"
+    );
+    primary
+        .pair_with_new_backup_from(Lsn(9), Bytes::from_static(b"full-after-9"))
+        .unwrap();
+    primary.flush();
+    let first = primary.take_commands().into_iter().next();
+    assert!(
+        matches!(
+            first,
+            Some(Command::Send(PairMessage::Checkpoint {
+                after_lsn: Lsn(9),
+                ..
+            }))
+        ),
+        "the given checkpoint goes first: {first:?}"
+    );
+}
+
+#[test]
+fn a_backup_is_promotable_only_once_its_primary_saw_it_caught_up() {
+    let config = PrimaryConfig {
+        catch_up_bytes_per_tick: 1,
+        append_records_max: 1,
+        ..PrimaryConfig::default()
+    };
+    let mut pair = Pair::new(config);
+    log_clocks(&mut pair, 3);
+    pair.primary.flush();
+    pair.settle();
+    pair.replace_backup();
+    pair.primary.flush();
+    pair.primary.heartbeat();
+    pair.run_commands();
+    // Deliver and persist what was sent, with no tick (no credit for more).
+    while !pair.to_backup.is_empty() || !pair.disk_queue.is_empty() {
+        pair.deliver(true, false, false);
+        pair.finish_one_write();
+        pair.run_commands();
+    }
+    while !pair.to_primary.is_empty() {
+        pair.deliver(false, false, false);
+    }
+    assert_eq!(pair.primary.backup_state(), BackupState::CatchingUp);
+    assert!(!pair.backup.is_promotable(), "still catching up");
+    pair.settle();
+    assert_eq!(pair.primary.backup_state(), BackupState::CaughtUp);
+    pair.primary.heartbeat();
+    pair.settle();
+    assert!(pair.backup.is_promotable());
 }

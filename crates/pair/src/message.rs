@@ -28,6 +28,12 @@ pub enum PairMessage {
         epoch: Epoch,
         /// The last lsn the primary logged.
         logged: Lsn,
+        /// The primary counts this backup as caught up: it acknowledged
+        /// everything logged when it was paired, so it holds the whole state
+        /// (a checkpoint and the records after it, or the log from lsn 1) and
+        /// may be promoted. A backup still catching up must not be: it may lack
+        /// what outputs released before it was paired depend on.
+        caught_up: bool,
     },
     /// Backup → primary: every record up to `durable` is durable here.
     Ack {

@@ -222,6 +222,35 @@ impl PrimaryLog {
         primary
     }
 
+    /// A promoted backup's primary that restored a checkpoint after
+    /// `checkpoint_lsn` whose bytes it does not keep (the shell holds the
+    /// guest itself and can capture a self-contained checkpoint when one is
+    /// needed), then replayed `records`, the contiguous records after it.
+    /// Without checkpoint bytes, a new backup must be paired with
+    /// [`Self::pair_with_new_backup_from`].
+    pub fn resumed(
+        pid: Pid,
+        epoch: Epoch,
+        checkpoint_lsn: Lsn,
+        records: Vec<Record>,
+        last_oseq: Oseq,
+        config: PrimaryConfig,
+    ) -> PrimaryLog {
+        let contiguous = records
+            .iter()
+            .enumerate()
+            .all(|(index, record)| record.lsn.0 == checkpoint_lsn.0 + 1 + index as u64);
+        assert!(
+            contiguous,
+            "a resumed log continues its checkpoint without a gap"
+        );
+        let last_lsn = records.last().map_or(checkpoint_lsn, |record| record.lsn);
+        let mut primary = PrimaryLog::without_backup(pid, epoch, last_lsn, last_oseq, config);
+        primary.retained_after = checkpoint_lsn;
+        primary.retained = records.into();
+        primary
+    }
+
     fn without_backup(
         pid: Pid,
         epoch: Epoch,
@@ -453,6 +482,38 @@ impl PrimaryLog {
         });
         self.update_caught_up();
         Ok(())
+    }
+
+    /// Pairs with a new, empty backup starting from `data`, a self-contained
+    /// checkpoint of the guest after `after_lsn` (the newest record, or any
+    /// record not older than the newest checkpoint) that the shell captured
+    /// for it: shells whose checkpoints are incremental use this, because
+    /// the newest checkpoint they gave the core may only make sense on top
+    /// of its predecessors. It replaces any checkpoint waiting or under way.
+    pub fn pair_with_new_backup_from(
+        &mut self,
+        after_lsn: Lsn,
+        data: Bytes,
+    ) -> Result<(), PairError> {
+        self.check_live()?;
+        let newest = self
+            .checkpoint_in_flight()
+            .max(self.checkpoint_acknowledged.as_ref().map(|(lsn, _)| *lsn));
+        let valid = !data.is_empty()
+            && data.len() as u64 <= PAIR_CHECKPOINT_BYTES_MAX
+            && after_lsn <= self.logged()
+            && after_lsn >= self.retained_after
+            && after_lsn.0 > 0
+            && newest.is_none_or(|newest| after_lsn >= newest);
+        if !valid {
+            return Err(PairError::InvalidCheckpoint {
+                after_lsn,
+                bytes: data.len() as u64,
+            });
+        }
+        self.checkpoint_next = None;
+        self.checkpoint_outgoing = Some(OutgoingCheckpoint::new(after_lsn, data));
+        self.pair_with_new_backup()
     }
 
     /// Hands to the shell every checkpoint chunk and record the backup has not
@@ -735,10 +796,12 @@ impl PrimaryLog {
         if self.fenced_by.is_some() || self.backup.is_none() {
             return;
         }
+        let caught_up = self.backup_state() == BackupState::CaughtUp;
         self.commands.push(Command::Send(PairMessage::Heartbeat {
             pid: self.pid,
             epoch: self.epoch,
             logged: self.logged(),
+            caught_up,
         }));
     }
 

@@ -127,6 +127,10 @@ pub const GUEST_CHECKPOINT_OUTPUT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const GUEST_CHECKPOINT_STDIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The caller's opaque bytes in one checkpoint (pending idempotency keys), at most.
 pub const GUEST_CHECKPOINT_EXTRA_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Bytes of a command's unwound call stack (the used part of its Asyncify
+/// memory) that one checkpoint carries, at most: the whole Asyncify memory of
+/// `understudy-instrument` (16 pages of 64 KiB).
+pub const GUEST_ASYNCIFY_STACK_BYTES_MAX: u64 = 1024 * 1024;
 
 /// Bytes of checkpoint data one pair `Checkpoint` message carries, at most: a
 /// checkpoint larger than this travels in several chunks.
@@ -158,5 +162,7 @@ const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_M
 const _: () = assert!(GUEST_IO_BYTES_MAX <= WAL_RECORD_PAYLOAD_BYTES_MAX as usize);
 const _: () = assert!(GUEST_MEMORY_BYTES_DEFAULT as u64 <= GUEST_MEMORY_BYTES_MAX);
 const _: () = assert!(GUEST_IO_BYTES_MAX as u64 <= GUEST_CHECKPOINT_OUTPUT_BYTES_MAX);
+// The 64 MiB of slack in PAIR_CHECKPOINT_BYTES_MAX also covers an unwound stack.
+const _: () = assert!(GUEST_ASYNCIFY_STACK_BYTES_MAX <= 16 * 1024 * 1024);
 const _: () = assert!(PAIR_CHECKPOINT_CHUNK_BYTES_MAX + 4096 <= PEER_FRAME_BYTES_MAX);
 const _: () = assert!(PAIR_CHECKPOINT_CHUNK_BYTES_MAX <= PAIR_CHECKPOINT_BYTES_MAX);

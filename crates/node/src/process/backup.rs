@@ -1,35 +1,57 @@
-//! A node's backup of one pid: the pair core's `BackupLog` plus the records on
-//! disk. Each batch of records is appended to `processes/<pid>.backup` and
-//! synced before the core may acknowledge it (docs/pairs.md, rule 1).
+//! A node's backup of one pid: the pair core's `BackupLog` plus the records
+//! and checkpoints on disk. Each batch of records is appended to
+//! `processes/<pid>.backup` and synced before the core may acknowledge it
+//! (docs/pairs.md, rule 1); checkpoint chunks are written to
+//! `<pid>.checkpoint.part` and synced likewise.
 //!
-//! File format: a header frame holding the epoch the backup was assigned in,
-//! then one frame per record; a frame is `[length u32 LE][crc32c u32 LE]
+//! Records file: a header frame holding the epoch the backup was assigned in,
+//! then one frame per record, contiguous lsns (the first follows the newest
+//! checkpoint, or is lsn 1); a frame is `[length u32 LE][crc32c u32 LE]
 //! [postcard body]`. A torn tail (a crash mid-write) ends the file at the last
 //! whole frame: those records were never acknowledged.
+//!
+//! Checkpoints: a complete one is renamed to `<pid>.checkpoint-<after_lsn>`
+//! (its encoding carries its own crc32c) and folded into the in-memory image a
+//! promotion restores; the records it covers are then dropped (the records
+//! file is rewritten without them). Checkpoints are incremental: the files
+//! since the newest *full* one form the chain a restart folds again; older
+//! files are deleted when a full one completes. The primary keeps the chain
+//! valid: it ships an incremental checkpoint only after this backup completed
+//! its predecessor, and a full one to every new backup.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use understudy_guest::{Checkpoint, CheckpointImage};
 use understudy_pair::{BackupLog, Command, Epoch, Lsn, PairMessage, Pid, Record};
-use understudy_types::limits::GUEST_IO_BYTES_MAX;
+use understudy_types::limits::{GUEST_IO_BYTES_MAX, PAIR_CHECKPOINT_BYTES_MAX};
 
 /// Largest frame body read back (a record's payload plus its framing).
 const FRAME_BODY_BYTES_MAX: usize = GUEST_IO_BYTES_MAX + 4096;
+/// Bytes of the records file's header frame (8 bytes of framing, the epoch).
+const HEADER_BYTES: u64 = 16;
 
 /// The backup of one pid on this node.
 #[derive(Debug)]
 pub struct Backup {
     /// The pair core.
     pub log: BackupLog,
-    /// Every durable record, in lsn order (what a promotion replays).
+    /// The durable records after the image's lsn (from lsn 1 without one), in
+    /// lsn order: what a promotion replays.
     pub records: Vec<Record>,
+    /// The newest complete checkpoint, folded: what a promotion restores.
+    pub image: Option<CheckpointImage>,
     /// The epoch the backup was assigned in.
     pub assigned_epoch: u64,
     /// When the primary was last heard from.
     pub last_heard: Instant,
+    directory: PathBuf,
+    pid: u64,
     path: PathBuf,
     file: File,
+    /// The checkpoint being received: its `after_lsn` and the bytes so far.
+    incoming: Option<(Lsn, Vec<u8>)>,
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -53,65 +75,166 @@ fn read_frame(reader: &mut impl Read) -> Option<Vec<u8>> {
     (crc32c::crc32c(&body) == checksum).then_some(body)
 }
 
-/// The backup file of `pid` under `directory`.
+/// The records file of `pid` under `directory`.
 pub fn backup_path(directory: &Path, pid: u64) -> PathBuf {
     directory.join(format!("{pid}.backup"))
 }
 
+fn part_path(directory: &Path, pid: u64) -> PathBuf {
+    directory.join(format!("{pid}.checkpoint.part"))
+}
+
+fn checkpoint_path(directory: &Path, pid: u64, after_lsn: Lsn) -> PathBuf {
+    directory.join(format!("{pid}.checkpoint-{:020}", after_lsn.0))
+}
+
+/// The complete checkpoint files of `pid`, oldest first.
+fn checkpoint_files(directory: &Path, pid: u64) -> Vec<(Lsn, PathBuf)> {
+    let prefix = format!("{pid}.checkpoint-");
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(Lsn, PathBuf)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let lsn = name.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((Lsn(lsn), entry.path()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Removes every checkpoint file of `pid` (complete or not).
+pub fn remove_checkpoints(directory: &Path, pid: u64) {
+    for (_, path) in checkpoint_files(directory, pid) {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(part_path(directory, pid));
+}
+
+/// Folds the chain of checkpoint files into an image. A file that does not
+/// decode or does not follow is removed with every later one (the primary
+/// ships what the backup then lacks again).
+fn fold_checkpoint_files(directory: &Path, pid: u64) -> Option<CheckpointImage> {
+    let mut image: Option<CheckpointImage> = None;
+    let files = checkpoint_files(directory, pid);
+    for (index, (_, path)) in files.iter().enumerate() {
+        let folded = std::fs::read(path)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| Checkpoint::decode(&bytes).map_err(|error| error.to_string()))
+            .and_then(|checkpoint| fold(image.take(), &checkpoint));
+        match folded {
+            Ok(next) => image = Some(next),
+            Err(error) => {
+                tracing::warn!(pid, %error, path = %path.display(), "dropping checkpoints from here");
+                for (_, later) in &files[index..] {
+                    let _ = std::fs::remove_file(later);
+                }
+                return None;
+            }
+        }
+    }
+    image
+}
+
+/// `image` with `checkpoint` applied (a full checkpoint starts a new image).
+fn fold(
+    image: Option<CheckpointImage>,
+    checkpoint: &Checkpoint,
+) -> Result<CheckpointImage, String> {
+    if checkpoint.full {
+        return CheckpointImage::from_full(checkpoint).map_err(|error| error.to_string());
+    }
+    let mut image = image.ok_or_else(|| {
+        format!(
+            "incremental checkpoint {} without an image to apply it to",
+            checkpoint.number
+        )
+    })?;
+    image.apply(checkpoint).map_err(|error| error.to_string())?;
+    Ok(image)
+}
+
+/// The contiguous records of a records file written for `epoch`, and the
+/// length of their valid prefix; `None` if the file belongs to another
+/// assignment (or is missing).
+fn read_records(path: &Path, epoch: u64) -> Option<(Vec<Record>, u64)> {
+    let mut reader = BufReader::new(File::open(path).ok()?);
+    if read_frame(&mut reader).as_deref() != Some(&epoch.to_le_bytes()[..]) {
+        return None;
+    }
+    let mut records: Vec<Record> = Vec::new();
+    let mut valid_bytes = HEADER_BYTES;
+    while let Some(body) = read_frame(&mut reader) {
+        let Ok(record) = postcard::from_bytes::<Record>(&body) else {
+            break;
+        };
+        let contiguous = records
+            .last()
+            .is_none_or(|last| last.lsn.next() == record.lsn);
+        if !contiguous {
+            break;
+        }
+        valid_bytes += body.len() as u64 + 8;
+        records.push(record);
+    }
+    Some((records, valid_bytes))
+}
+
 impl Backup {
-    /// Opens the backup of `pid` assigned in `epoch`: reuses the file if it was
-    /// written for the same assignment (a restart of this node), else starts
-    /// an empty one (a new pairing ships the log from its start).
+    /// Opens the backup of `pid` assigned in `epoch`: reuses the files if they
+    /// were written for the same assignment (a restart of this node), else
+    /// starts empty (a new pairing ships a checkpoint and the log after it).
     pub fn open(directory: &Path, pid: u64, epoch: u64) -> std::io::Result<Backup> {
         std::fs::create_dir_all(directory)?;
         let path = backup_path(directory, pid);
-        let mut records = Vec::new();
-        let mut valid_bytes = 0u64;
-        let reused = match File::open(&path) {
-            Ok(file) => {
-                let mut reader = BufReader::new(file);
-                let header = read_frame(&mut reader);
-                let same = header.as_deref() == Some(&epoch.to_le_bytes()[..]);
-                if same {
-                    valid_bytes = 16;
-                    while let Some(body) = read_frame(&mut reader) {
-                        let Ok(record) = postcard::from_bytes::<Record>(&body) else {
-                            break;
-                        };
-                        let contiguous = record.lsn.0 == records.len() as u64 + 1;
-                        if !contiguous {
-                            break;
-                        }
-                        valid_bytes += body.len() as u64 + 8;
-                        records.push(record);
-                    }
-                }
-                same
+        let _ = std::fs::remove_file(part_path(directory, pid));
+        let reused = read_records(&path, epoch).and_then(|(records, valid_bytes)| {
+            let image = fold_checkpoint_files(directory, pid);
+            let image_lsn = image.as_ref().map_or(Lsn(0), |image| image.lsn());
+            let records: Vec<Record> = records
+                .into_iter()
+                .filter(|record| record.lsn > image_lsn)
+                .collect();
+            // The records must continue the image (or lsn 1) without a gap.
+            let continues = records
+                .first()
+                .is_none_or(|first| first.lsn == image_lsn.next());
+            continues.then_some((records, valid_bytes, image))
+        });
+        let (records, image, file) = match reused {
+            Some((records, valid_bytes, image)) => {
+                let file = OpenOptions::new().write(true).open(&path)?;
+                // Cut a torn tail so appends follow the last whole record.
+                file.set_len(valid_bytes)?;
+                file.sync_all()?;
+                let file = OpenOptions::new().append(true).open(&path)?;
+                (records, image, file)
             }
-            Err(_) => false,
+            None => {
+                remove_checkpoints(directory, pid);
+                let mut file = File::create(&path)?;
+                file.write_all(&frame(&epoch.to_le_bytes()))?;
+                file.sync_all()?;
+                sync_directory(directory)?;
+                (Vec::new(), None, file)
+            }
         };
-        let file = if reused {
-            let file = OpenOptions::new().write(true).open(&path)?;
-            // Cut a torn tail so appends follow the last whole record.
-            file.set_len(valid_bytes)?;
-            file.sync_all()?;
-            OpenOptions::new().append(true).open(&path)?
-        } else {
-            records.clear();
-            let mut file = File::create(&path)?;
-            file.write_all(&frame(&epoch.to_le_bytes()))?;
-            file.sync_all()?;
-            sync_directory(directory)?;
-            file
-        };
-        let durable = records.last().map_or(Lsn(0), |record| record.lsn);
+        let checkpoint_lsn = image.as_ref().map_or(Lsn(0), |image| image.lsn());
+        let durable = records.last().map_or(checkpoint_lsn, |record| record.lsn);
         Ok(Backup {
-            log: BackupLog::new(Pid(pid), Epoch(epoch), durable),
+            log: BackupLog::with_checkpoint(Pid(pid), Epoch(epoch), checkpoint_lsn, durable),
             records,
+            image,
             assigned_epoch: epoch,
             last_heard: Instant::now(),
+            directory: directory.to_path_buf(),
+            pid,
             path,
             file,
+            incoming: None,
         })
     }
 
@@ -133,8 +256,13 @@ impl Backup {
                 match command {
                     Command::Send(answer) => answers.push(answer),
                     Command::Persist(records) => self.persist(records)?,
-                    // Checkpoints are not shipped by this shell yet.
-                    _ => {}
+                    Command::PersistCheckpoint {
+                        after_lsn,
+                        offset,
+                        total_bytes,
+                        data,
+                    } => self.persist_checkpoint(after_lsn, offset, total_bytes, &data)?,
+                    Command::Release(_) | Command::Stop { .. } => {}
                 }
             }
         }
@@ -157,11 +285,111 @@ impl Backup {
         Ok(())
     }
 
-    /// Removes the file (the pid was deleted, or this node is no longer its
+    /// Writes one chunk of the checkpoint after `after_lsn` and syncs it; the
+    /// last chunk completes it (see the module's docs).
+    fn persist_checkpoint(
+        &mut self,
+        after_lsn: Lsn,
+        offset: u64,
+        total_bytes: u64,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let invalid = |detail: String| std::io::Error::new(std::io::ErrorKind::InvalidData, detail);
+        if total_bytes > PAIR_CHECKPOINT_BYTES_MAX {
+            return Err(invalid(format!("a checkpoint of {total_bytes} bytes")));
+        }
+        let part = part_path(&self.directory, self.pid);
+        let continuing = matches!(&self.incoming, Some((lsn, bytes))
+            if *lsn == after_lsn && offset > 0 && offset <= bytes.len() as u64);
+        if !continuing {
+            if offset != 0 {
+                return Err(invalid(format!(
+                    "checkpoint after lsn {} continues at {offset} with nothing before it",
+                    after_lsn.0
+                )));
+            }
+            File::create(&part)?;
+            self.incoming = Some((after_lsn, Vec::with_capacity(total_bytes as usize)));
+        }
+        let Some((_, bytes)) = &mut self.incoming else {
+            return Ok(()); // set just above
+        };
+        bytes.truncate(offset as usize);
+        bytes.extend_from_slice(data);
+        let mut file = OpenOptions::new().write(true).open(&part)?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(data)?;
+        file.sync_data()?;
+        let end = offset + data.len() as u64;
+        if end == total_bytes {
+            let complete = self
+                .incoming
+                .take()
+                .map(|(_, bytes)| bytes)
+                .unwrap_or_default();
+            if let Err(error) = self.complete_checkpoint(after_lsn, &complete) {
+                // Not acknowledged: the primary sends it again, and the error
+                // says loudly what is wrong.
+                tracing::error!(pid = self.pid, after_lsn = after_lsn.0, %error, "a checkpoint cannot be kept");
+                return Ok(());
+            }
+        }
+        self.log.handle_checkpoint_persisted(after_lsn, end);
+        Ok(())
+    }
+
+    /// A whole checkpoint is in the part file: fold it, keep it under its
+    /// name, drop what it covers.
+    fn complete_checkpoint(&mut self, after_lsn: Lsn, bytes: &[u8]) -> Result<(), String> {
+        let checkpoint = Checkpoint::decode(bytes).map_err(|error| error.to_string())?;
+        if checkpoint.lsn != after_lsn {
+            return Err(format!(
+                "the checkpoint shipped after lsn {} says lsn {}",
+                after_lsn.0, checkpoint.lsn.0
+            ));
+        }
+        let image = fold(self.image.take(), &checkpoint)?;
+        let io = |error: std::io::Error| error.to_string();
+        let named = checkpoint_path(&self.directory, self.pid, after_lsn);
+        std::fs::rename(part_path(&self.directory, self.pid), &named).map_err(io)?;
+        sync_directory(&self.directory).map_err(io)?;
+        if checkpoint.full {
+            for (lsn, path) in checkpoint_files(&self.directory, self.pid) {
+                if lsn < after_lsn {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        self.image = Some(image);
+        self.records.retain(|record| record.lsn > after_lsn);
+        self.rewrite_records().map_err(io)
+    }
+
+    /// Writes the records file anew with the records kept (after the newest
+    /// checkpoint), atomically.
+    fn rewrite_records(&mut self) -> std::io::Result<()> {
+        let temporary = self.path.with_extension("backup.tmp");
+        let mut bytes = frame(&self.assigned_epoch.to_le_bytes());
+        for record in &self.records {
+            // Plain data into a Vec: cannot fail.
+            let body = postcard::to_allocvec(record).expect("postcard encodes plain data");
+            bytes.extend(frame(&body));
+        }
+        let mut file = File::create(&temporary)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &self.path)?;
+        sync_directory(&self.directory)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
+    }
+
+    /// Removes the files (the pid was deleted, or this node is no longer its
     /// backup).
     pub fn remove(self) {
         drop(self.file);
         let _ = std::fs::remove_file(&self.path);
+        remove_checkpoints(&self.directory, self.pid);
     }
 }
 
@@ -198,6 +426,141 @@ mod tests {
             epoch: Epoch(epoch),
             records,
         }
+    }
+
+    /// reactor-total's checkpoints, taken after each handler call: the
+    /// first full, the others incremental.
+    fn reactor_checkpoints(inputs: &[&[u8]]) -> Vec<Checkpoint> {
+        use understudy_guest::{Birth, GuestConfig, GuestEngine, GuestInstance, Recorder};
+        let engine = GuestEngine::new(GuestConfig::default()).expect("engine");
+        let wasm = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../guests/reactor-total.wasm"
+        ))
+        .expect("the committed reactor guest");
+        let module = engine.load(&wasm).expect("module");
+        let recorder = Recorder::new(understudy_guest::SystemInputs::new(), Epoch(1));
+        let mut guest =
+            GuestInstance::new(&engine, &module, &Birth::default(), recorder).expect("guest");
+        inputs
+            .iter()
+            .map(|input| {
+                guest.call_handler(input).expect("handler call");
+                guest.take_outputs();
+                guest
+                    .checkpoint(Bytes::from_static(b"shell state"))
+                    .expect("checkpoint between calls")
+            })
+            .collect()
+    }
+
+    /// Ships `checkpoint` in two chunks; returns the answers to the last.
+    fn ship(backup: &mut Backup, checkpoint: &Checkpoint) -> Vec<PairMessage> {
+        let data = checkpoint.encode();
+        let half = data.len() / 2;
+        let mut answers = Vec::new();
+        for (offset, chunk) in [(0, data.slice(..half)), (half, data.slice(half..))] {
+            let message = PairMessage::Checkpoint {
+                pid: Pid(7),
+                epoch: Epoch(1),
+                after_lsn: checkpoint.lsn,
+                offset: offset as u64,
+                total_bytes: data.len() as u64,
+                data: chunk,
+            };
+            answers = backup.handle(message).expect("persist a chunk");
+        }
+        answers
+    }
+
+    fn lsns(records: &[Record]) -> Vec<u64> {
+        records.iter().map(|record| record.lsn.0).collect()
+    }
+
+    #[test]
+    fn a_complete_checkpoint_is_folded_kept_and_truncates_the_records() {
+        let checkpoints = reactor_checkpoints(&[b"5\n", b"7\n", b"9\n"]);
+        let (first, second) = (&checkpoints[0], &checkpoints[1]);
+        assert!(first.full && !second.full);
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
+        backup
+            .handle(append(1, 1..=second.lsn.0 + 1))
+            .expect("records");
+        let answers = ship(&mut backup, first);
+        assert!(
+            answers.iter().any(|answer| matches!(answer,
+                PairMessage::CheckpointAck { after_lsn, durable_bytes, .. }
+                    if *after_lsn == first.lsn && *durable_bytes == first.encode().len() as u64)),
+            "the whole checkpoint is acknowledged: {answers:?}"
+        );
+        assert_eq!(backup.log.checkpoint_lsn(), first.lsn);
+        assert_eq!(
+            lsns(&backup.records)[0],
+            first.lsn.0 + 1,
+            "covered records dropped"
+        );
+        ship(&mut backup, second);
+        let image = backup.image.clone().expect("an image");
+        assert_eq!((image.number(), image.lsn()), (2, second.lsn));
+        assert_eq!(image.extra(), &Bytes::from_static(b"shell state"));
+        assert_eq!(lsns(&backup.records), vec![second.lsn.0 + 1]);
+        assert_eq!(checkpoint_files(directory.path(), 7).len(), 2, "the chain");
+        drop(backup);
+
+        let reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        assert_eq!(reopened.image, Some(image), "the chain folds again");
+        assert_eq!(lsns(&reopened.records), vec![second.lsn.0 + 1]);
+        assert_eq!(reopened.log.checkpoint_lsn(), second.lsn);
+        assert_eq!(reopened.log.durable(), Lsn(second.lsn.0 + 1));
+    }
+
+    #[test]
+    fn a_full_checkpoint_ends_the_chain_and_a_torn_part_is_dropped() {
+        let checkpoints = reactor_checkpoints(&[b"1\n", b"2\n"]);
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
+        backup
+            .handle(append(1, 1..=checkpoints[1].lsn.0))
+            .expect("records");
+        ship(&mut backup, &checkpoints[0]);
+        // A new lineage's full checkpoint (what a re-paired primary sends).
+        let mut full = reactor_checkpoints(&[b"1\n", b"2\n"]).remove(0);
+        full.lsn = checkpoints[1].lsn;
+        full.number = 9;
+        ship(&mut backup, &full);
+        let files = checkpoint_files(directory.path(), 7);
+        assert_eq!(files.len(), 1, "older files deleted: {files:?}");
+        assert_eq!(backup.image.as_ref().map(|image| image.number()), Some(9));
+        std::fs::write(part_path(directory.path(), 7), b"torn").expect("a torn part");
+        drop(backup);
+        let reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        assert!(!part_path(directory.path(), 7).exists());
+        assert_eq!(reopened.image.as_ref().map(|image| image.number()), Some(9));
+    }
+
+    #[test]
+    fn an_incremental_checkpoint_without_its_predecessor_is_not_acknowledged() {
+        let checkpoints = reactor_checkpoints(&[b"1\n", b"2\n"]);
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
+        backup
+            .handle(append(1, 1..=checkpoints[1].lsn.0))
+            .expect("records");
+        let answers = ship(&mut backup, &checkpoints[1]);
+        assert!(
+            !answers.iter().any(|answer| matches!(answer,
+                PairMessage::CheckpointAck { durable_bytes, .. }
+                    if *durable_bytes == checkpoints[1].encode().len() as u64)),
+            "never acknowledged whole: {answers:?}"
+        );
+        assert_eq!(backup.log.checkpoint_lsn(), Lsn(0));
+        assert!(backup.image.is_none());
+        assert_eq!(
+            backup.records.len() as u64,
+            checkpoints[1].lsn.0,
+            "records kept"
+        );
     }
 
     #[test]

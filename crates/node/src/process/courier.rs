@@ -1,6 +1,16 @@
 //! The pair courier: carries a primary's pair messages to its backup's node
 //! and hands the answers back to the primary's thread. Appends queued while an
 //! exchange is in flight travel together (group commit).
+//!
+//! Why one exchange at a time: the backup's node serves one message at a time
+//! and syncs each append on its own, so a second message in flight only
+//! splits what would have travelled as one append into two fsyncs. Measured
+//! (docs/benchmark.md, "Process pairs"): an ordered stream per backup with
+//! two or four appends in flight gave fewer acknowledged stdin writes per
+//! second than with one (8 writers, same runs: 2280–2360 and 1690–1820
+//! against 2810–3160/s), and with one in flight it matched this courier. Pipelining pays only once
+//! the backup itself overlaps receiving with syncing (a sync that covers every
+//! append written while the previous one ran).
 
 use std::sync::Arc;
 use std::time::Duration;

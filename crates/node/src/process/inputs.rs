@@ -1,6 +1,8 @@
-//! What a new primary rebuilds from the log it replays: the stdin still to be
-//! read, the idempotency window of stdin writes, and the floor of the
-//! monotonic clock (its live source is the guest crate's `SystemInputs`).
+//! What a new primary rebuilds from the log it replays (after the checkpoint
+//! it restored, if any): the stdin still to be read, the idempotency window of
+//! stdin writes, and the floor of the monotonic clock (its live source is the
+//! guest crate's `SystemInputs`). A checkpoint carries the same summary of the
+//! records it covers as its extra bytes ([`ShellSnapshot`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -64,11 +66,68 @@ pub struct LogSummary {
     pub monotonic_nanos: u64,
 }
 
+/// The shell's state a checkpoint carries (its extra bytes): what
+/// [`summarize`] would say of the records the checkpoint covers. Taken only
+/// while the guest has no stdin backlog, so no unread bytes are kept here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellSnapshot {
+    /// Stdin bytes accepted in all.
+    pub stdin_offset: u64,
+    /// Whether stdin was closed.
+    pub stdin_closed: bool,
+    /// Each client's latest write: client id, sequence, offset, lsn.
+    pub window: Vec<(Bytes, u64, u64, u64)>,
+    /// The last monotonic clock reading logged.
+    pub monotonic_nanos: u64,
+}
+
+impl ShellSnapshot {
+    /// The extra bytes of a checkpoint.
+    pub fn encode(&self) -> Bytes {
+        // Plain data into a Vec: cannot fail.
+        Bytes::from(postcard::to_allocvec(self).expect("postcard encodes plain data"))
+    }
+
+    /// Parses a checkpoint's extra bytes.
+    pub fn decode(bytes: &[u8]) -> Result<ShellSnapshot, String> {
+        postcard::from_bytes(bytes)
+            .map_err(|error| format!("the checkpoint's shell state does not decode: {error}"))
+    }
+
+    /// The summary it stands for.
+    pub fn into_summary(self) -> LogSummary {
+        let window = self
+            .window
+            .into_iter()
+            .map(|(client, sequence, offset, lsn)| {
+                let entry = WindowEntry {
+                    sequence,
+                    offset,
+                    lsn: Lsn(lsn),
+                };
+                (client, entry)
+            })
+            .collect();
+        LogSummary {
+            stdin_offset: self.stdin_offset,
+            stdin_closed: self.stdin_closed,
+            unread: Vec::new(),
+            window,
+            monotonic_nanos: self.monotonic_nanos,
+        }
+    }
+}
+
 /// Reads `records`: accepted stdin (arrivals) against consumed stdin (a
 /// command's reads, a reactor's handler calls).
 pub fn summarize(records: &[Record]) -> LogSummary {
-    let mut summary = LogSummary::default();
-    let mut arrived: Vec<Bytes> = Vec::new();
+    continue_summary(LogSummary::default(), records)
+}
+
+/// [`summarize`] for records that follow those `summary` describes (a
+/// checkpoint's): its unread bytes come first, reads consume them first.
+pub fn continue_summary(mut summary: LogSummary, records: &[Record]) -> LogSummary {
+    let mut arrived: Vec<Bytes> = std::mem::take(&mut summary.unread);
     let mut consumed: u64 = 0;
     for record in records {
         match record.kind {
@@ -155,6 +214,29 @@ mod tests {
         assert_eq!(summary.stdin_offset, 8);
         let entry = summary.window[&Bytes::from_static(b"c")];
         assert_eq!((entry.sequence, entry.offset, entry.lsn), (2, 8, Lsn(3)));
+    }
+
+    #[test]
+    fn a_summary_continues_a_checkpoint_shell_state() {
+        let snapshot = ShellSnapshot {
+            stdin_offset: 6,
+            stdin_closed: false,
+            window: vec![(Bytes::from_static(b"c"), 1, 6, 1)],
+            monotonic_nanos: 50,
+        };
+        let decoded = ShellSnapshot::decode(&snapshot.encode()).expect("round trip");
+        assert_eq!(decoded, snapshot);
+        assert!(ShellSnapshot::decode(b"\xff\xff\xff").is_err());
+        let records = vec![
+            record(4, RecordKind::StdinArrived, arrival(b"7\n8\n", 2, 10)),
+            record(5, RecordKind::StdinData, Bytes::from_static(b"7\n")),
+        ];
+        let summary = continue_summary(decoded.into_summary(), &records);
+        assert_eq!(summary.stdin_offset, 10);
+        assert_eq!(summary.unread, vec![Bytes::from_static(b"8\n")]);
+        assert_eq!(summary.monotonic_nanos, 50, "no newer reading logged");
+        let entry = summary.window[&Bytes::from_static(b"c")];
+        assert_eq!((entry.sequence, entry.offset, entry.lsn), (2, 10, Lsn(4)));
     }
 
     #[test]

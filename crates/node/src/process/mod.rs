@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::watch;
 use understudy_api::process_service::ProcessEvent;
-use understudy_guest::{Birth, GuestConfig, GuestEngine, GuestModule};
+use understudy_guest::{Birth, CheckpointImage, GuestConfig, GuestEngine, GuestModule};
 use understudy_pair::{Epoch, Oseq, PairMessage};
 
 use crate::service::NodeService;
@@ -203,17 +203,21 @@ impl ProcessRuntime {
         }
         drop(primaries);
         let promoted_from = lock(&self.backups).get(&entry.pid).cloned();
-        let history = match promoted_from {
-            // This node won the promotion: its durable log is the history.
-            Some(backup) if entry.epoch > 1 => lock(&backup).records.clone(),
+        let (image, history) = match promoted_from {
+            // This node won the promotion: its newest checkpoint and the
+            // durable records after it are where the process continues.
+            Some(backup) if entry.epoch > 1 => {
+                let backup = lock(&backup);
+                (backup.image.clone(), backup.records.clone())
+            }
             // Born here, and never started before (a restarted node does not
             // start a process again: its backup takes over).
             None if entry.epoch == 1 && !marker_path(&self.directory, entry.pid).exists() => {
-                Vec::new()
+                (None, Vec::new())
             }
             _ => return,
         };
-        if let Err(error) = self.start_primary(entry, history) {
+        if let Err(error) = self.start_primary(entry, image, history) {
             tracing::error!(pid = entry.pid, %error, "cannot start the primary");
         }
     }
@@ -221,6 +225,7 @@ impl ProcessRuntime {
     fn start_primary(
         self: &Arc<Self>,
         entry: &ProcessEntry,
+        image: Option<CheckpointImage>,
         history: Vec<understudy_pair::Record>,
     ) -> Result<(), String> {
         let module = self.module(&entry.digest)?;
@@ -230,6 +235,7 @@ impl ProcessRuntime {
         )
         .map_err(|error| error.to_string())?;
         let replayed = history.len();
+        let restored = image.as_ref().map(|image| image.lsn().0);
         let spec = PrimarySpec {
             pid: entry.pid,
             epoch: entry.epoch,
@@ -243,6 +249,7 @@ impl ProcessRuntime {
                     .map(|(key, value)| format!("{key}={value}"))
                     .collect(),
             },
+            image,
             history,
             released_oseq: Oseq(entry.output.next_oseq().0 - 1),
             unpaired: entry.unpaired,
@@ -259,8 +266,12 @@ impl ProcessRuntime {
                 .coordinator_courier(entry.pid, entry.epoch, coordinator_in),
         );
         if entry.epoch > 1 {
+            let from = match restored {
+                Some(lsn) => format!("restored the checkpoint at lsn {lsn}, "),
+                None => "from the start, ".to_string(),
+            };
             let detail = format!(
-                "replayed={replayed} records; now live in epoch {}",
+                "{from}replayed={replayed} records; now live in epoch {}",
                 entry.epoch
             );
             let _ = coordinator_out.send(Outgoing::Note {
@@ -348,14 +359,20 @@ impl ProcessRuntime {
                     .remove();
             } else {
                 let _ = std::fs::remove_file(backup::backup_path(&self.directory, pid));
+                backup::remove_checkpoints(&self.directory, pid);
             }
         }
     }
 
     /// Suspects a silent primary and asks for this backup's promotion.
     async fn suspect(self: &Arc<Self>, entry: &ProcessEntry, backup: &Arc<Mutex<Backup>>) {
-        let silent_for = lock(backup).last_heard.elapsed();
-        if silent_for < SUSPICION_PROBE_AFTER {
+        let (silent_for, promotable) = {
+            let backup = lock(backup);
+            (backup.last_heard.elapsed(), backup.log.is_promotable())
+        };
+        // A backup still catching up may lack what released outputs depend
+        // on: the pid waits (unavailable) rather than continue wrongly.
+        if silent_for < SUSPICION_PROBE_AFTER || !promotable {
             return;
         }
         let gone = if silent_for >= SUSPICION_TIMEOUT {

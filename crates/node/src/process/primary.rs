@@ -9,9 +9,13 @@
 //! write is logged as a `StdinArrived` record at once and answered when the
 //! backup has acknowledged it.
 //!
-//! A new primary (at birth, or promoted) replays the log it was given, then
-//! goes live. Without checkpoints yet, it keeps the whole log in memory so it
-//! can ship it to a new backup (re-pairing); outputs are held while no backup
+//! A new primary (at birth, or promoted) restores the checkpoint it was
+//! given, if any, replays the records after it, then goes live. It takes a
+//! checkpoint at a quiescent point every [`CHECKPOINT_RECORDS`] records or
+//! [`CHECKPOINT_INTERVAL`] (incremental: the pages changed since the previous
+//! one; every [`FULL_CHECKPOINT_EVERY`]th and the first to each new backup are
+//! full) and ships it when the previous one is complete at the backup; the
+//! core then drops the records it covers. Outputs are held while no backup
 //! has caught up.
 
 use bytes::Bytes;
@@ -22,23 +26,30 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use understudy_api::process_service::ProcessError;
 use understudy_guest::{
-    Birth, GuestEngine, GuestInstance, GuestModule, ModuleKind, ReplayThenRecord, RunOutcome,
-    SystemInputs,
+    Birth, CheckpointImage, GuestEngine, GuestError, GuestInstance, GuestModule, InputLog,
+    ModuleKind, RecoveryMode, ReplayThenRecord, RunOutcome, SystemInputs, CLOCK_MONOTONIC,
 };
 use understudy_kv::RequestId;
 use understudy_pair::{
-    Command, Epoch, Lsn, Oseq, Output, PairMessage, Pid, PrimaryConfig, PrimaryLog, Record,
-    RecordKind,
+    BackupState, Command, Epoch, Lsn, Oseq, Output, PairMessage, Pid, PrimaryConfig, PrimaryLog,
+    Record, RecordKind,
 };
 
-use super::inputs::{summarize, StdinArrival, WindowEntry};
+use super::inputs::{continue_summary, LogSummary, ShellSnapshot, StdinArrival, WindowEntry};
 
 /// How often the thread wakes without events (retransmission clock).
 pub const PRIMARY_TICK: Duration = Duration::from_millis(10);
-/// A heartbeat goes to the backup after this long without a message.
+/// A heartbeat goes to the backup this often.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// A backup silent this long (no answer to appends or heartbeats) is replaced.
 pub const BACKUP_SILENCE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A checkpoint is taken once this many records were logged since the last.
+pub const CHECKPOINT_RECORDS: u64 = 4096;
+/// ... or once this long passed with at least one record logged since.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Every this many checkpoints one is full, so that the chain a backup keeps
+/// (and folds again after a restart) stays short.
+pub const FULL_CHECKPOINT_EVERY: u64 = 16;
 
 /// Something for the primary's thread.
 #[derive(Debug)]
@@ -108,6 +119,10 @@ pub struct LiveStatus {
     pub stdin_offset: u64,
     /// Records replayed when this primary started.
     pub replayed: u64,
+    /// The newest checkpoint complete at the backup (or restored).
+    pub checkpoint_lsn: u64,
+    /// `checkpoint` or `replay`.
+    pub recovery_mode: String,
 }
 
 /// Everything a primary starts from.
@@ -122,7 +137,10 @@ pub struct PrimarySpec {
     pub module: GuestModule,
     /// Arguments and environment.
     pub birth: Birth,
-    /// The log to replay (empty at birth).
+    /// The checkpoint to restore (a promoted backup's newest), if any.
+    pub image: Option<CheckpointImage>,
+    /// The records to replay: those after the image (from lsn 1 without
+    /// one; none at birth).
     pub history: Vec<Record>,
     /// Outputs already released (promoted: the store's count).
     pub released_oseq: Oseq,
@@ -140,6 +158,28 @@ struct Waiting {
     reply: tokio::sync::oneshot::Sender<Result<u64, ProcessError>>,
 }
 
+/// When the primary checkpoints, and what it took.
+struct Checkpoints {
+    /// The module can be checkpointed at all (else it recovers by replay).
+    enabled: bool,
+    /// The lsn of the newest checkpoint taken (or restored).
+    last_lsn: Lsn,
+    last_at: Instant,
+    /// Checkpoints taken since the last full one.
+    since_full: u64,
+    /// The newest checkpoint restored at start (shown until a newer one is
+    /// complete at a backup).
+    restored_lsn: Lsn,
+    /// A new backup waits for a full checkpoint (the guest was not at a
+    /// quiescent point when it was placed).
+    pairing_pending: bool,
+    /// When a checkpoint was last noted in the process's events.
+    last_noted: Option<Instant>,
+}
+
+/// Checkpoints are noted in the process's events at most this often.
+const CHECKPOINT_NOTE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// The thread's state.
 struct Primary {
     pid: u64,
@@ -148,14 +188,14 @@ struct Primary {
     guest: Guest,
     log: PrimaryLog,
     unpaired: bool,
-    /// The whole log (for re-pairing, until checkpoints truncate it).
-    history: Vec<Record>,
     /// Highest oseq handed to the coordinator.
     released_oseq: Oseq,
     backup: Option<u64>,
-    /// Lsn logged when the current backup was placed: caught up once acked.
-    pairing_lsn: Lsn,
-    caught_up: bool,
+    /// Whether the current backup's catch-up was noted.
+    caught_up_noted: bool,
+    checkpoints: Checkpoints,
+    /// The last monotonic clock reading logged (for checkpoints' shell state).
+    monotonic_nanos: u64,
     waiting: Vec<Waiting>,
     window: HashMap<Bytes, WindowEntry>,
     stdin_offset: u64,
@@ -163,7 +203,9 @@ struct Primary {
     needs_run: bool,
     exit_code: Option<i32>,
     exit_sent: bool,
-    last_sent: Instant,
+    /// When the last heartbeat went out (one every HEARTBEAT_INTERVAL, also
+    /// under load: it tells the backup whether it is caught up).
+    last_heartbeat: Instant,
     last_heard: Instant,
     replayed: u64,
     status: Arc<Mutex<LiveStatus>>,
@@ -173,8 +215,8 @@ struct Primary {
 
 fn primary_config() -> PrimaryConfig {
     PrimaryConfig {
-        // The whole log is re-logged when a new backup is placed; without
-        // checkpoints it is bounded only by the process's life.
+        // A module that recovers by replay keeps its whole log (a new backup
+        // needs it): bounded only by the process's life.
         unacknowledged_records_max: 4 * 1024 * 1024,
         retained_records_max: 4 * 1024 * 1024,
         held_outputs_max: 4 * 1024 * 1024,
@@ -214,7 +256,12 @@ impl Primary {
         pair_out: UnboundedSender<Outgoing>,
         coordinator_out: UnboundedSender<Outgoing>,
     ) -> Result<Primary, String> {
-        let summary = summarize(&spec.history);
+        let restored_lsn = spec.image.as_ref().map_or(Lsn(0), |image| image.lsn());
+        let start = match &spec.image {
+            Some(image) => ShellSnapshot::decode(image.extra())?.into_summary(),
+            None => LogSummary::default(),
+        };
+        let summary = continue_summary(start, &spec.history);
         let mut source = SystemInputs::with_monotonic_floor(summary.monotonic_nanos);
         for bytes in &summary.unread {
             source.push_stdin(bytes.clone());
@@ -222,28 +269,54 @@ impl Primary {
         if summary.stdin_closed {
             source.close_stdin();
         }
-        let inputs = ReplayThenRecord::new(spec.history.clone(), source, Epoch(spec.epoch));
-        let guest = GuestInstance::new(&spec.engine, &spec.module, &spec.birth, inputs)
-            .map_err(|error| error.to_string())?;
-        let last_lsn = spec.history.last().map_or(Lsn(0), |record| record.lsn);
+        let epoch = Epoch(spec.epoch);
+        let inputs = ReplayThenRecord::after(restored_lsn, spec.history.clone(), source, epoch);
+        let guest = match &spec.image {
+            Some(image) => {
+                GuestInstance::restore(&spec.engine, &spec.module, &spec.birth, image, inputs)
+            }
+            None => GuestInstance::new(&spec.engine, &spec.module, &spec.birth, inputs),
+        }
+        .map_err(|error| error.to_string())?;
+        let log = if spec.image.is_some() {
+            PrimaryLog::resumed(
+                Pid(spec.pid),
+                epoch,
+                restored_lsn,
+                spec.history.clone(),
+                spec.released_oseq,
+                primary_config(),
+            )
+        } else {
+            PrimaryLog::promoted(
+                Pid(spec.pid),
+                epoch,
+                None,
+                spec.history.clone(),
+                spec.released_oseq,
+                primary_config(),
+            )
+        };
         let mut primary = Primary {
             pid: spec.pid,
             epoch: spec.epoch,
             kind: spec.module.kind(),
             guest,
-            log: PrimaryLog::new(
-                Pid(spec.pid),
-                Epoch(spec.epoch),
-                Lsn(0),
-                spec.released_oseq,
-                primary_config(),
-            ),
+            log,
             unpaired: spec.unpaired,
-            history: Vec::new(),
             released_oseq: spec.released_oseq,
             backup: None,
-            pairing_lsn: Lsn(0),
-            caught_up: false,
+            caught_up_noted: false,
+            checkpoints: Checkpoints {
+                enabled: spec.module.recovery_mode() == RecoveryMode::Checkpoint && !spec.unpaired,
+                last_lsn: restored_lsn,
+                last_at: Instant::now(),
+                since_full: 0,
+                restored_lsn,
+                pairing_pending: false,
+                last_noted: None,
+            },
+            monotonic_nanos: summary.monotonic_nanos,
             waiting: Vec::new(),
             window: summary.window,
             stdin_offset: summary.stdin_offset,
@@ -251,35 +324,37 @@ impl Primary {
             needs_run: true,
             exit_code: None,
             exit_sent: false,
-            last_sent: Instant::now(),
+            last_heartbeat: Instant::now(),
             last_heard: Instant::now(),
-            replayed: last_lsn.0,
+            replayed: spec.history.len() as u64,
             status,
             pair_out,
             coordinator_out,
         };
-        primary.replay(spec.history, &summary.unread)?;
-        primary.set_backup(spec.backup);
+        primary.replay(&spec.history, &summary.unread)?;
+        if spec.backup.is_some() || spec.epoch > 1 {
+            primary.set_backup(spec.backup);
+        } else {
+            // Born without a backup: none was placed yet.
+            primary.log.backup_lost();
+        }
         Ok(primary)
     }
 
-    /// Replays the log: a command runs until it needs live input; a reactor
-    /// gets its logged handler calls again, then the calls still owed for
-    /// stdin that arrived but was not handled.
-    fn replay(&mut self, history: Vec<Record>, unread: &[Bytes]) -> Result<(), String> {
-        // The replayed log is this primary's log too: logged again so that a
-        // new backup receives it from lsn 1.
-        let handler_calls: Vec<Bytes> = history
-            .iter()
-            .filter(|record| record.kind == RecordKind::HandlerCall)
-            .map(|record| record.payload.clone())
-            .collect();
-        for record in history {
-            self.log_record(record)?;
+    /// Replays the records after the restored point (the core has them
+    /// already): a command runs until it needs live input; a reactor gets its
+    /// logged handler calls again, then the calls still owed for stdin that
+    /// arrived but was not handled.
+    fn replay(&mut self, history: &[Record], unread: &[Bytes]) -> Result<(), String> {
+        if let Some(nanos) = history.iter().rev().find_map(monotonic_reading) {
+            self.monotonic_nanos = nanos;
         }
         if self.kind == ModuleKind::Reactor {
-            for payload in handler_calls {
-                let outcome = self.guest.call_handler(&payload);
+            let handler_calls = history
+                .iter()
+                .filter(|record| record.kind == RecordKind::HandlerCall);
+            for record in handler_calls {
+                let outcome = self.guest.call_handler(&record.payload);
                 self.after_run(outcome);
             }
             for bytes in unread {
@@ -326,6 +401,7 @@ impl Primary {
             self.carry_out();
             self.answer_waiting();
             self.publish();
+            self.maybe_checkpoint();
             if self.log.fenced_by().is_some() {
                 tracing::warn!(
                     pid = self.pid,
@@ -456,7 +532,9 @@ impl Primary {
     fn after_run(&mut self, outcome: Result<RunOutcome, understudy_guest::GuestError>) {
         match outcome {
             Ok(RunOutcome::Blocked) | Ok(RunOutcome::Returned) => self.needs_run = false,
-            Ok(RunOutcome::OutOfFuel) => self.needs_run = true,
+            // Unwound: stopped at a host call on request (a checkpoint may
+            // be taken now); the next run resumes it.
+            Ok(RunOutcome::OutOfFuel) | Ok(RunOutcome::Unwound) => self.needs_run = true,
             Ok(RunOutcome::Exited(code)) => self.finish(code, format!("exited with code {code}")),
             Ok(RunOutcome::Trapped(trap)) => self.finish(134, format!("trapped: {trap}")),
             Err(error) => {
@@ -521,6 +599,9 @@ impl Primary {
     }
 
     fn log_record(&mut self, record: Record) -> Result<(), String> {
+        if let Some(nanos) = monotonic_reading(&record) {
+            self.monotonic_nanos = nanos;
+        }
         if !self.unpaired {
             let lsn = self
                 .log
@@ -533,41 +614,162 @@ impl Primary {
                 ));
             }
         }
-        self.history.push(record);
         Ok(())
     }
 
-    /// A new backup: a fresh core that ships the whole log from lsn 1 to it;
-    /// held outputs are handed over again, released outputs stay released.
+    /// A new backup (or none). A module that checkpoints pairs it from a
+    /// full checkpoint taken now (its newest may be incremental), then the
+    /// records after it; one that recovers by replay ships its whole log from
+    /// lsn 1. Held outputs stay held until the new backup caught up.
     fn set_backup(&mut self, backup: Option<u64>) {
         self.backup = backup;
+        self.caught_up_noted = false;
+        self.last_heard = Instant::now();
+        self.checkpoints.pairing_pending = false;
         if self.unpaired {
             return;
         }
-        let held: Vec<Output> = self.log.held().cloned().collect();
-        let mut log = PrimaryLog::new(
-            Pid(self.pid),
-            Epoch(self.epoch),
-            Lsn(0),
-            self.released_oseq,
-            primary_config(),
-        );
-        for record in &self.history {
-            // Limits are far above a process's log here (see primary_config).
-            if let Err(error) = log.log(record.kind, record.payload.clone(), record.fuel_consumed) {
-                tracing::error!(pid = self.pid, %error, "cannot re-log for a new backup");
-            }
+        if backup.is_none() {
+            self.log.backup_lost();
+            return;
         }
-        for output in held {
-            if let Err(error) = log.output(output.stream, output.bytes) {
-                tracing::error!(pid = self.pid, %error, "cannot re-hold an output");
-            }
+        if let Err(error) = self.pair() {
+            tracing::warn!(pid = self.pid, %error, "the new backup waits for a checkpoint");
+            self.log.backup_lost();
+            self.checkpoints.pairing_pending = true;
         }
-        self.log = log;
-        self.pairing_lsn = self.log.logged();
-        self.caught_up = false;
-        self.last_heard = Instant::now();
         self.log.flush();
+    }
+
+    fn pair(&mut self) -> Result<(), String> {
+        let logged = self.log.logged();
+        // No checkpoint taken or restored yet: the core keeps every record
+        // from lsn 1, which is all a new backup needs.
+        let from_start = self.checkpoints.last_lsn == Lsn(0);
+        if !self.checkpoints.enabled || (logged == Lsn(0) && from_start) {
+            return self
+                .log
+                .pair_with_new_backup()
+                .map_err(|error| error.to_string());
+        }
+        let data = match self.capture(true) {
+            Ok(data) => data,
+            Err(_) if from_start => {
+                return self
+                    .log
+                    .pair_with_new_backup()
+                    .map_err(|error| error.to_string())
+            }
+            Err(error) => return Err(error),
+        };
+        self.log
+            .pair_with_new_backup_from(logged, data)
+            .map_err(|error| error.to_string())?;
+        self.checkpoints.last_lsn = logged;
+        self.checkpoints.last_at = Instant::now();
+        self.checkpoints.since_full = 0;
+        Ok(())
+    }
+
+    /// Captures the guest now (after handing its pending records and outputs
+    /// to the core): the encoded checkpoint, with the outputs the core still
+    /// holds and the shell's state. Refused while the guest is not at a
+    /// quiescent point or has stdin it has not read.
+    fn capture(&mut self, full: bool) -> Result<Bytes, String> {
+        self.pump()?;
+        let backlog = self.guest.with_inputs(|inputs| inputs.stdin_backlog());
+        if !backlog.bytes.is_empty() {
+            return Err("the guest has stdin it has not read".into());
+        }
+        let snapshot = ShellSnapshot {
+            stdin_offset: self.stdin_offset,
+            stdin_closed: self.stdin_closed,
+            window: self
+                .window
+                .iter()
+                .map(|(client, entry)| (client.clone(), entry.sequence, entry.offset, entry.lsn.0))
+                .collect(),
+            monotonic_nanos: self.monotonic_nanos,
+        };
+        let held: Vec<Output> = self.log.held().cloned().collect();
+        let checkpoint = self
+            .guest
+            .checkpoint_with(snapshot.encode(), held, full)
+            .map_err(|error: GuestError| error.to_string())?;
+        if checkpoint.lsn != self.log.logged() {
+            return Err(format!(
+                "the checkpoint is at lsn {}, the log at {}",
+                checkpoint.lsn.0,
+                self.log.logged().0
+            ));
+        }
+        Ok(checkpoint.encode())
+    }
+
+    /// Takes and ships a checkpoint when one is due: the backup caught up and
+    /// completed the previous one, enough records or time since it, and the
+    /// guest quiescent (else it is tried again on the next turn).
+    fn maybe_checkpoint(&mut self) {
+        if !self.checkpoints.enabled || self.exit_code.is_some() {
+            return;
+        }
+        if self.checkpoints.pairing_pending {
+            if self.backup.is_some() && self.pair().is_ok() {
+                self.checkpoints.pairing_pending = false;
+                self.log.flush();
+            }
+            return;
+        }
+        let logged = self.log.logged();
+        let since = logged.0.saturating_sub(self.checkpoints.last_lsn.0);
+        let due = since >= CHECKPOINT_RECORDS
+            || (since > 0 && self.checkpoints.last_at.elapsed() >= CHECKPOINT_INTERVAL);
+        let ready = self.log.backup_state() == BackupState::CaughtUp
+            && self.log.checkpoint_in_flight().is_none();
+        if !due || !ready {
+            return;
+        }
+        let full = self.checkpoints.since_full + 1 >= FULL_CHECKPOINT_EVERY;
+        let started = Instant::now();
+        let data = match self.capture(full) {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::debug!(pid = self.pid, %error, "no checkpoint now");
+                return;
+            }
+        };
+        let bytes = data.len();
+        let lsn = self.log.logged();
+        if let Err(error) = self.log.checkpoint(lsn, data) {
+            tracing::error!(pid = self.pid, %error, "the core refused a checkpoint");
+            return;
+        }
+        self.checkpoints.last_lsn = lsn;
+        self.checkpoints.last_at = Instant::now();
+        self.checkpoints.since_full = if full {
+            0
+        } else {
+            self.checkpoints.since_full + 1
+        };
+        self.log.flush();
+        let note_due = self
+            .checkpoints
+            .last_noted
+            .is_none_or(|noted| noted.elapsed() >= CHECKPOINT_NOTE_INTERVAL);
+        if note_due {
+            self.checkpoints.last_noted = Some(Instant::now());
+            let kind = if full { "full" } else { "incremental" };
+            let detail = format!(
+                "{kind} checkpoint at lsn {}: {bytes} bytes, captured in {} µs (noted at most every {} s)",
+                lsn.0,
+                started.elapsed().as_micros(),
+                CHECKPOINT_NOTE_INTERVAL.as_secs()
+            );
+            let _ = self.coordinator_out.send(Outgoing::Note {
+                kind: "checkpoint",
+                detail,
+            });
+        }
     }
 
     fn periodic(&mut self) {
@@ -576,7 +778,8 @@ impl Primary {
         }
         self.log.flush();
         self.log.tick();
-        if self.last_sent.elapsed() >= HEARTBEAT_INTERVAL {
+        if self.last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
+            self.last_heartbeat = Instant::now();
             self.log.heartbeat();
         }
         match self.backup {
@@ -603,7 +806,6 @@ impl Primary {
             match command {
                 Command::Send(message) => {
                     if let Some(to) = self.backup {
-                        self.last_sent = Instant::now();
                         let _ = self.pair_out.send(Outgoing::Send { to, message });
                     }
                 }
@@ -616,13 +818,21 @@ impl Primary {
                 _ => {}
             }
         }
-        let caught_up = self.backup.is_some() && self.log.acknowledged() >= self.pairing_lsn;
-        if caught_up && !self.caught_up {
-            self.caught_up = true;
+        let caught_up = self.backup.is_some() && self.log.backup_state() == BackupState::CaughtUp;
+        if caught_up && !self.caught_up_noted {
+            self.caught_up_noted = true;
+            // Tell the backup at once: from now on it may be promoted.
+            self.log.heartbeat();
+            self.last_heartbeat = Instant::now();
+            for command in self.log.take_commands() {
+                if let (Command::Send(message), Some(to)) = (command, self.backup) {
+                    let _ = self.pair_out.send(Outgoing::Send { to, message });
+                }
+            }
             let detail = format!(
                 "backup on node {} caught up at lsn {}",
                 self.backup.unwrap_or_default(),
-                self.pairing_lsn.0
+                self.log.acknowledged().0
             );
             let _ = self.coordinator_out.send(Outgoing::Note {
                 kind: "caught_up",
@@ -648,12 +858,12 @@ impl Primary {
     }
 
     fn publish(&self) {
-        let backup_state = match (self.backup, self.caught_up) {
-            (None, _) => "none",
-            (Some(_), false) => "catching_up",
-            (Some(_), true) => "caught_up",
+        let backup_state = match (self.backup, self.log.backup_state()) {
+            (None, _) | (Some(_), BackupState::None) => "none",
+            (Some(_), BackupState::CatchingUp) => "catching_up",
+            (Some(_), BackupState::CaughtUp) => "caught_up",
         };
-        let logged = self.history.last().map_or(0, |record| record.lsn.0);
+        let logged = self.guest.with_inputs(|inputs| inputs.last_lsn()).0;
         let status = LiveStatus {
             epoch: self.epoch,
             logged_lsn: logged,
@@ -665,6 +875,17 @@ impl Primary {
             backup_state: backup_state.to_string(),
             stdin_offset: self.stdin_offset,
             replayed: self.replayed,
+            checkpoint_lsn: self
+                .log
+                .checkpoint_lsn()
+                .max(self.checkpoints.restored_lsn)
+                .0,
+            recovery_mode: if self.checkpoints.enabled {
+                "checkpoint"
+            } else {
+                "replay"
+            }
+            .to_string(),
         };
         *self
             .status
@@ -679,5 +900,17 @@ impl Primary {
             self.exit_sent = true;
             let _ = self.coordinator_out.send(Outgoing::Exit(code));
         }
+    }
+}
+
+/// The reading a monotonic clock record holds.
+fn monotonic_reading(record: &Record) -> Option<u64> {
+    match record.kind {
+        RecordKind::Clock { clock_id } if clock_id == CLOCK_MONOTONIC => {
+            <[u8; 8]>::try_from(record.payload.as_ref())
+                .ok()
+                .map(u64::from_le_bytes)
+        }
+        _ => None,
     }
 }

@@ -18,6 +18,7 @@ use understudy_api::process_service::{
     SpawnRequest, Spawned, StdinWrite, StdinWritten,
 };
 use understudy_api::service::ServiceError;
+use understudy_guest::RecoveryMode;
 use understudy_pair::Stream;
 use understudy_types::limits::{
     GUEST_ARGS_ENV_BYTES_MAX, GUEST_ARGS_ENV_ENTRIES_MAX, GUEST_MODULE_BYTES_MAX,
@@ -192,13 +193,17 @@ impl NodeProcesses {
             epoch: entry.epoch,
             logged_lsn: live.logged_lsn,
             acked_lsn: live.acked_lsn,
-            checkpoint_lsn: 0,
+            checkpoint_lsn: live.checkpoint_lsn,
             stdout_offset: entry.output.read(Stream::Stdout, 0).len() as u64,
             exit_code: match entry.state {
                 RunState::Exited(code) => Some(code),
                 RunState::Running => None,
             },
-            recovery_mode: entry.recovery_mode.clone(),
+            recovery_mode: if live.recovery_mode.is_empty() {
+                entry.recovery_mode.clone()
+            } else {
+                live.recovery_mode
+            },
         }
     }
 }
@@ -269,15 +274,22 @@ impl ProcessService for NodeProcesses {
         let module_bytes = request.module.clone();
         let engine_check = {
             let runtime = runtime.clone();
-            tokio::task::spawn_blocking(move || runtime.engine().load(&module_bytes).map(|_| ()))
+            tokio::task::spawn_blocking(move || runtime.engine().load(&module_bytes))
                 .await
                 .map_err(|_| ProcessError::Unavailable {
                     detail: "module validation failed to run".into(),
                 })?
         };
-        engine_check.map_err(|error| ProcessError::InvalidModule {
+        let module = engine_check.map_err(|error| ProcessError::InvalidModule {
             detail: error.to_string(),
         })?;
+        // An unpaired process has no backup to restore anything on.
+        let recovery_mode =
+            if module.recovery_mode() == RecoveryMode::Checkpoint && !request.unpaired {
+                "checkpoint"
+            } else {
+                "replay"
+            };
         let digest: [u8; 32] = Sha256::digest(&request.module).into();
         self.upload(digest, &request.module).await?;
         let me = self.service.shared().id;
@@ -299,7 +311,7 @@ impl ProcessService for NodeProcesses {
             unpaired: request.unpaired,
             primary: me,
             backup,
-            recovery_mode: "replay".to_string(),
+            recovery_mode: recovery_mode.to_string(),
             request: key,
             at_unix_ms: now_unix_ms(),
         };

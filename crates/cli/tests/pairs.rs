@@ -466,17 +466,29 @@ async fn a_stdin_write_retried_through_another_node_after_a_kill_applies_once() 
     .expect("the test finishes in time");
 }
 
-/// The `replayed` event of `epoch`: (the lsn of the checkpoint restored, if
-/// any; the records replayed after it).
+/// The `replayed` event of `epoch` (committed on its own path, so waited
+/// for): (the lsn of the checkpoint restored, if any; the records replayed
+/// after it).
 async fn restart_of_epoch(client: &Client, pid: u64, epoch: u64) -> (Option<u64>, u64) {
-    let events = client.process_events(pid).await.expect("events");
-    let event = events
-        .iter()
-        .find(|event| event.kind == "replayed" && event.epoch == epoch)
-        .unwrap_or_else(|| panic!("a replayed event of epoch {epoch} in {events:#?}"));
+    let detail: Arc<Mutex<Option<String>>> = Arc::default();
+    eventually(STEP_TIMEOUT, "the promotion's replayed event", || {
+        let detail = detail.clone();
+        async move {
+            let Ok(events) = client.process_events(pid).await else {
+                return false;
+            };
+            let found = events
+                .into_iter()
+                .find(|event| event.kind == "replayed" && event.epoch == epoch);
+            *detail.lock().unwrap() = found.map(|event| event.detail);
+            detail.lock().unwrap().is_some()
+        }
+    })
+    .await;
+    let detail = detail.lock().unwrap().take().expect("set when found");
     let number_after = |label: &str| -> Option<u64> {
-        let start = event.detail.find(label)? + label.len();
-        let digits: String = event.detail[start..]
+        let start = detail.find(label)? + label.len();
+        let digits: String = detail[start..]
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
@@ -487,12 +499,24 @@ async fn restart_of_epoch(client: &Client, pid: u64, epoch: u64) -> (Option<u64>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_promoted_backup_restores_the_checkpoint_instead_of_replaying_everything() {
+async fn a_promoted_reactor_restores_the_checkpoint_instead_of_replaying_everything() {
+    restore_from_a_checkpoint("reactor-total.wasm", "reactor-total").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_command_restores_the_checkpoint_instead_of_replaying_everything() {
+    restore_from_a_checkpoint("running-total.wasm", "running-total").await;
+}
+
+/// Streams numbers until the backup completed a checkpoint and more records
+/// followed, kills the primary's node, and checks the promoted backup
+/// restored that checkpoint and replayed only what followed it.
+async fn restore_from_a_checkpoint(module: &str, name: &str) {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(3);
         cluster.leader().await;
         let client = patient_client(&cluster);
-        let pid = spawn(&client, "reactor-total.wasm", "reactor-total").await;
+        let pid = spawn(&client, module, name).await;
         caught_up(&client, pid).await;
         let reader = Reader::start(client.clone(), pid);
         let feeder = Feeder::start(client.clone(), pid);

@@ -166,7 +166,9 @@ impl NodeProcesses {
         let live = self
             .live(&entry)
             .await
-            .filter(|live| live.epoch == entry.epoch);
+            // A primary that has not published yet is still restoring and
+            // replaying: not running yet.
+            .filter(|live| live.epoch == entry.epoch && !live.recovery_mode.is_empty());
         let state = match (&entry.state, &live) {
             (RunState::Exited(_), _) => "exited",
             (RunState::Running, Some(_)) => "running",

@@ -390,22 +390,7 @@ impl PrimaryLog {
     /// backup acknowledges all of it, records up to `after_lsn` are dropped
     /// and it is what a new backup receives first.
     pub fn checkpoint(&mut self, after_lsn: Lsn, data: Bytes) -> Result<(), PairError> {
-        self.check_live()?;
-        let newest = self
-            .checkpoint_in_flight()
-            .max(self.checkpoint_acknowledged.as_ref().map(|(lsn, _)| *lsn));
-        let valid = !data.is_empty()
-            && data.len() as u64 <= PAIR_CHECKPOINT_BYTES_MAX
-            && after_lsn <= self.logged()
-            && after_lsn >= self.retained_after
-            && after_lsn.0 > 0
-            && newest.is_none_or(|newest| after_lsn > newest);
-        if !valid {
-            return Err(PairError::InvalidCheckpoint {
-                after_lsn,
-                bytes: data.len() as u64,
-            });
-        }
+        self.check_checkpoint(after_lsn, &data, false)?;
         let transfer_started = self
             .checkpoint_outgoing
             .as_ref()
@@ -417,6 +402,35 @@ impl PrimaryLog {
             self.checkpoint_next = None;
         }
         Ok(())
+    }
+
+    /// Refuses a checkpoint that is empty, too large, or not after a record
+    /// still kept and logged; it must follow the newest checkpoint (or, with
+    /// `same_lsn_allowed`, be at its lsn: a self-contained replacement).
+    fn check_checkpoint(
+        &self,
+        after_lsn: Lsn,
+        data: &Bytes,
+        same_lsn_allowed: bool,
+    ) -> Result<(), PairError> {
+        self.check_live()?;
+        let newest = self
+            .checkpoint_in_flight()
+            .max(self.checkpoint_acknowledged.as_ref().map(|(lsn, _)| *lsn));
+        let follows = |newest: Lsn| after_lsn > newest || (same_lsn_allowed && after_lsn == newest);
+        let valid = !data.is_empty()
+            && data.len() as u64 <= PAIR_CHECKPOINT_BYTES_MAX
+            && after_lsn <= self.logged()
+            && after_lsn >= self.retained_after
+            && after_lsn.0 > 0
+            && newest.is_none_or(follows);
+        if valid {
+            return Ok(());
+        }
+        Err(PairError::InvalidCheckpoint {
+            after_lsn,
+            bytes: data.len() as u64,
+        })
     }
 
     /// The backup is gone (its node died or was removed): outputs are held
@@ -484,22 +498,7 @@ impl PrimaryLog {
         after_lsn: Lsn,
         data: Bytes,
     ) -> Result<(), PairError> {
-        self.check_live()?;
-        let newest = self
-            .checkpoint_in_flight()
-            .max(self.checkpoint_acknowledged.as_ref().map(|(lsn, _)| *lsn));
-        let valid = !data.is_empty()
-            && data.len() as u64 <= PAIR_CHECKPOINT_BYTES_MAX
-            && after_lsn <= self.logged()
-            && after_lsn >= self.retained_after
-            && after_lsn.0 > 0
-            && newest.is_none_or(|newest| after_lsn >= newest);
-        if !valid {
-            return Err(PairError::InvalidCheckpoint {
-                after_lsn,
-                bytes: data.len() as u64,
-            });
-        }
+        self.check_checkpoint(after_lsn, &data, true)?;
         self.checkpoint_next = None;
         self.checkpoint_outgoing = Some(OutgoingCheckpoint::new(after_lsn, data));
         self.pair_with_new_backup()

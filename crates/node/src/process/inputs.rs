@@ -118,6 +118,18 @@ impl ShellSnapshot {
     }
 }
 
+/// The reading a monotonic clock record holds.
+pub fn monotonic_reading(record: &Record) -> Option<u64> {
+    match record.kind {
+        RecordKind::Clock { clock_id } if clock_id == CLOCK_MONOTONIC => {
+            <[u8; 8]>::try_from(record.payload.as_ref())
+                .ok()
+                .map(u64::from_le_bytes)
+        }
+        _ => None,
+    }
+}
+
 /// Reads `records`: accepted stdin (arrivals) against consumed stdin (a
 /// command's reads, a reactor's handler calls).
 pub fn summarize(records: &[Record]) -> LogSummary {
@@ -150,12 +162,11 @@ pub fn continue_summary(mut summary: LogSummary, records: &[Record]) -> LogSumma
             RecordKind::StdinData | RecordKind::HandlerCall => {
                 consumed += record.payload.len() as u64;
             }
-            RecordKind::Clock { clock_id } if clock_id == CLOCK_MONOTONIC => {
-                if let Ok(nanos) = <[u8; 8]>::try_from(record.payload.as_ref()) {
-                    summary.monotonic_nanos = u64::from_le_bytes(nanos);
+            _ => {
+                if let Some(nanos) = monotonic_reading(record) {
+                    summary.monotonic_nanos = nanos;
                 }
             }
-            _ => {}
         }
     }
     let mut skip = consumed;

@@ -27,7 +27,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use understudy_api::process_service::ProcessError;
 use understudy_guest::{
     Birth, CheckpointImage, GuestEngine, GuestError, GuestInstance, GuestModule, InputLog,
-    ModuleKind, RecoveryMode, ReplayThenRecord, RunOutcome, SystemInputs, CLOCK_MONOTONIC,
+    ModuleKind, RecoveryMode, ReplayThenRecord, RunOutcome, SystemInputs,
 };
 use understudy_kv::RequestId;
 use understudy_pair::{
@@ -35,7 +35,9 @@ use understudy_pair::{
     Record, RecordKind,
 };
 
-use super::inputs::{continue_summary, LogSummary, ShellSnapshot, StdinArrival, WindowEntry};
+use super::inputs::{
+    continue_summary, monotonic_reading, LogSummary, ShellSnapshot, StdinArrival, WindowEntry,
+};
 
 /// How often the thread wakes without events (retransmission clock).
 pub const PRIMARY_TICK: Duration = Duration::from_millis(10);
@@ -346,9 +348,6 @@ impl Primary {
     /// logged handler calls again, then the calls still owed for stdin that
     /// arrived but was not handled.
     fn replay(&mut self, history: &[Record], unread: &[Bytes]) -> Result<(), String> {
-        if let Some(nanos) = history.iter().rev().find_map(monotonic_reading) {
-            self.monotonic_nanos = nanos;
-        }
         if self.kind == ModuleKind::Reactor {
             let handler_calls = history
                 .iter()
@@ -802,6 +801,7 @@ impl Primary {
 
     fn carry_out(&mut self) {
         self.log.flush();
+        self.note_caught_up();
         for command in self.log.take_commands() {
             match command {
                 Command::Send(message) => {
@@ -818,27 +818,27 @@ impl Primary {
                 _ => {}
             }
         }
+    }
+
+    /// Once per backup, when it caught up: a heartbeat tells it at once that
+    /// it may be promoted from now on, and the event is kept.
+    fn note_caught_up(&mut self) {
         let caught_up = self.backup.is_some() && self.log.backup_state() == BackupState::CaughtUp;
-        if caught_up && !self.caught_up_noted {
-            self.caught_up_noted = true;
-            // Tell the backup at once: from now on it may be promoted.
-            self.log.heartbeat();
-            self.last_heartbeat = Instant::now();
-            for command in self.log.take_commands() {
-                if let (Command::Send(message), Some(to)) = (command, self.backup) {
-                    let _ = self.pair_out.send(Outgoing::Send { to, message });
-                }
-            }
-            let detail = format!(
-                "backup on node {} caught up at lsn {}",
-                self.backup.unwrap_or_default(),
-                self.log.acknowledged().0
-            );
-            let _ = self.coordinator_out.send(Outgoing::Note {
-                kind: "caught_up",
-                detail,
-            });
+        if !caught_up || self.caught_up_noted {
+            return;
         }
+        self.caught_up_noted = true;
+        self.log.heartbeat();
+        self.last_heartbeat = Instant::now();
+        let detail = format!(
+            "backup on node {} caught up at lsn {}",
+            self.backup.unwrap_or_default(),
+            self.log.acknowledged().0
+        );
+        let _ = self.coordinator_out.send(Outgoing::Note {
+            kind: "caught_up",
+            detail,
+        });
     }
 
     fn answer_waiting(&mut self) {
@@ -900,17 +900,5 @@ impl Primary {
             self.exit_sent = true;
             let _ = self.coordinator_out.send(Outgoing::Exit(code));
         }
-    }
-}
-
-/// The reading a monotonic clock record holds.
-fn monotonic_reading(record: &Record) -> Option<u64> {
-    match record.kind {
-        RecordKind::Clock { clock_id } if clock_id == CLOCK_MONOTONIC => {
-            <[u8; 8]>::try_from(record.payload.as_ref())
-                .ok()
-                .map(u64::from_le_bytes)
-        }
-        _ => None,
     }
 }

@@ -111,6 +111,12 @@ impl OutputStore {
     }
 
     /// The bytes of `stream` from `offset` on (empty past the end).
+    /// The bytes released on `stream` so far (its next offset), without a copy.
+    pub fn len(&self, stream: Stream) -> u64 {
+        self.stream(stream).len() as u64
+    }
+
+    /// Copies the bytes released on `stream` from byte `offset` on.
     pub fn read(&self, stream: Stream, offset: u64) -> Bytes {
         let bytes = self.stream(stream);
         let start = usize::try_from(offset).map_or(bytes.len(), |offset| offset.min(bytes.len()));
@@ -219,6 +225,8 @@ mod tests {
         assert_eq!(store.read(Stream::Stdout, 2), Bytes::from_static(b"b"));
         assert_eq!(store.read(Stream::Stdout, 99), Bytes::new());
         assert_eq!(store.read(Stream::Stderr, 0), Bytes::new());
+        assert_eq!(store.len(Stream::Stdout), 3);
+        assert_eq!(store.len(Stream::Stderr), 0);
     }
 
     #[test]

@@ -62,7 +62,11 @@ impl ProcessRuntime {
                     .forward_to_node(to, ForwardRequest::Pair(message), deadline)
                     .await;
                 if let Ok(ForwardResponse::Pair(answers)) = answer {
-                    if events.send(PrimaryEvent::Pair(answers)).is_err() {
+                    let event = PrimaryEvent::Pair {
+                        from: to,
+                        messages: answers,
+                    };
+                    if events.send(event).is_err() {
                         return;
                     }
                 }

@@ -36,7 +36,7 @@ use crate::service::NodeService;
 use crate::shared::Shared;
 use backup::Backup;
 use primary::{LiveStatus, Outgoing, PrimaryEvent, PrimarySpec};
-use table::{Digest, ProcessCommand, ProcessEntry, ProcessOutcome, ProcessRefusal, RunState};
+use table::{Digest, ProcessCommand, ProcessOutcome, ProcessRefusal, ProcessSummary, RunState};
 
 /// The runtime wakes at least this often (suspicion checks, missed changes).
 pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(50);
@@ -146,13 +146,28 @@ impl ProcessRuntime {
         }
     }
 
-    fn entries(&self) -> Vec<ProcessEntry> {
+    /// Every process's summary (never the output: see [`ProcessSummary`]).
+    fn entries(&self) -> Vec<ProcessSummary> {
         let state = self
             .shared()
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.processes.processes().cloned().collect()
+        state
+            .processes
+            .processes()
+            .map(|entry| entry.summary())
+            .collect()
+    }
+
+    /// One process's summary.
+    fn entry(&self, pid: u64) -> Option<ProcessSummary> {
+        let state = self
+            .shared()
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.processes.process(pid).map(|entry| entry.summary())
     }
 
     async fn reconcile(self: &Arc<Self>) {
@@ -182,7 +197,7 @@ impl ProcessRuntime {
         }
     }
 
-    fn reconcile_primary(self: &Arc<Self>, me: u64, entry: &ProcessEntry) {
+    fn reconcile_primary(self: &Arc<Self>, me: u64, entry: &ProcessSummary) {
         let mut primaries = lock(&self.primaries);
         let mine = entry.primary == me && entry.state == RunState::Running;
         if let Some(handle) = primaries.get_mut(&entry.pid) {
@@ -224,7 +239,7 @@ impl ProcessRuntime {
 
     fn start_primary(
         self: &Arc<Self>,
-        entry: &ProcessEntry,
+        entry: &ProcessSummary,
         image: Option<CheckpointImage>,
         history: Vec<understudy_pair::Record>,
     ) -> Result<(), String> {
@@ -251,7 +266,7 @@ impl ProcessRuntime {
             },
             image,
             history,
-            released_oseq: Oseq(entry.output.next_oseq().0 - 1),
+            released_oseq: Oseq(entry.released_oseq),
             unpaired: entry.unpaired,
             backup: entry.backup,
         };
@@ -314,7 +329,7 @@ impl ProcessRuntime {
         Ok(module)
     }
 
-    async fn reconcile_backup(self: &Arc<Self>, me: u64, entry: &ProcessEntry) {
+    async fn reconcile_backup(self: &Arc<Self>, me: u64, entry: &ProcessSummary) {
         let running = entry.state == RunState::Running;
         if entry.backup == Some(me) && running {
             let backup = match self.backup_for(entry.pid, entry.epoch) {
@@ -365,7 +380,7 @@ impl ProcessRuntime {
     }
 
     /// Suspects a silent primary and asks for this backup's promotion.
-    async fn suspect(self: &Arc<Self>, entry: &ProcessEntry, backup: &Arc<Mutex<Backup>>) {
+    async fn suspect(self: &Arc<Self>, entry: &ProcessSummary, backup: &Arc<Mutex<Backup>>) {
         let (silent_for, promotable) = {
             let backup = lock(backup);
             (backup.last_heard.elapsed(), backup.log.is_promotable())
@@ -406,11 +421,7 @@ impl ProcessRuntime {
         lock(&self.promoting).remove(&entry.pid);
         if let Ok(Ok(ProcessOutcome::Promoted { .. })) = outcome {
             // Start at once rather than at the next reconcile.
-            let entry = self
-                .entries()
-                .into_iter()
-                .find(|other| other.pid == entry.pid);
-            if let Some(entry) = entry {
+            if let Some(entry) = self.entry(entry.pid) {
                 self.reconcile_primary(self.shared().id, &entry);
             }
         }
@@ -591,7 +602,7 @@ impl ProcessRuntime {
         let backup = match backup {
             Some(backup) => backup,
             None => {
-                let entry = self.entries().into_iter().find(|entry| entry.pid == pid);
+                let entry = self.entry(pid);
                 match entry {
                     Some(entry) if entry.backup == Some(self.shared().id) => {
                         match self.backup_for(pid, entry.epoch) {
@@ -681,7 +692,7 @@ impl ProcessRuntime {
         }
         let _ = writeln!(text, "# TYPE understudy_process_stdout_bytes gauge");
         for entry in &entries {
-            let bytes = entry.output.read(understudy_pair::Stream::Stdout, 0).len();
+            let bytes = entry.stdout_bytes;
             let _ = writeln!(
                 text,
                 "understudy_process_stdout_bytes{{pid=\"{}\"}} {bytes}",

@@ -67,8 +67,15 @@ pub enum PrimaryEvent {
         /// Answered with the stdin offset once durable at the backup.
         reply: tokio::sync::oneshot::Sender<Result<u64, ProcessError>>,
     },
-    /// The backup's answers to a message.
-    Pair(Vec<PairMessage>),
+    /// A backup's answers to a message sent to node `from`. Only the current
+    /// backup's answers count: after a re-pairing, a late answer from the
+    /// replaced backup must not acknowledge records for the new one.
+    Pair {
+        /// The node the message went to.
+        from: u64,
+        /// Its answers.
+        messages: Vec<PairMessage>,
+    },
     /// The coordinator placed a new backup (or none).
     Placement {
         /// The new backup.
@@ -421,7 +428,10 @@ impl Primary {
                 request,
                 reply,
             } => self.accept_stdin(bytes, eof, request, reply),
-            PrimaryEvent::Pair(messages) => {
+            PrimaryEvent::Pair { from, messages } => {
+                if self.backup != Some(from) {
+                    return;
+                }
                 if !messages.is_empty() {
                     self.last_heard = Instant::now();
                 }

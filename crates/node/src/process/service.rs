@@ -26,8 +26,8 @@ use understudy_types::limits::{
 
 use super::primary::LiveStatus;
 use super::table::{
-    ProcessCommand, ProcessEntry, ProcessOutcome, ProcessRefusal, RunState, SpawnKey,
-    MODULE_CHUNK_BYTES,
+    ProcessCommand, ProcessEntry, ProcessOutcome, ProcessRefusal, ProcessSummary, RunState,
+    SpawnKey, MODULE_CHUNK_BYTES,
 };
 use super::{now_unix_ms, ProcessRuntime};
 use crate::service::NodeService;
@@ -62,12 +62,17 @@ impl NodeProcesses {
         })
     }
 
-    /// The table entry of `pid`: from this node's table, else from the
-    /// leader's (a node that restarted or joined may not have applied the
-    /// spawn yet, and a pid that exists must never answer 404).
-    async fn entry(&self, pid: u64) -> Result<ProcessEntry, ProcessError> {
-        if let Some(entry) = self.local_entry(pid) {
-            return Ok(entry);
+    /// `read` applied to the table entry of `pid`: this node's (under the
+    /// state lock, so only what `read` takes is copied, never the whole
+    /// output), else the leader's (a node that restarted or joined may not
+    /// have applied the spawn yet, and a pid that exists must never answer 404).
+    async fn view<T>(
+        &self,
+        pid: u64,
+        read: impl Fn(&ProcessEntry) -> T,
+    ) -> Result<T, ProcessError> {
+        if let Some(value) = self.local_view(pid, &read) {
+            return Ok(value);
         }
         let leader = self.service.leader_id();
         match leader {
@@ -82,7 +87,7 @@ impl NodeProcesses {
                     .forward_to_node(leader, request, deadline)
                     .await
                 {
-                    Ok(ForwardResponse::ProcessEntry(Some(entry))) => Ok(*entry),
+                    Ok(ForwardResponse::ProcessEntry(Some(entry))) => Ok(read(&entry)),
                     Ok(ForwardResponse::ProcessEntry(None)) => Err(ProcessError::NotFound { pid }),
                     _ => Err(ProcessError::Unavailable {
                         detail: "this node is catching up and the leader did not answer".into(),
@@ -95,14 +100,19 @@ impl NodeProcesses {
         }
     }
 
-    fn local_entry(&self, pid: u64) -> Option<ProcessEntry> {
+    fn local_view<T>(&self, pid: u64, read: impl Fn(&ProcessEntry) -> T) -> Option<T> {
         let state = self
             .service
             .shared()
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.processes.process(pid).cloned()
+        state.processes.process(pid).map(read)
+    }
+
+    /// The summary of `pid` (see [`ProcessSummary`]).
+    async fn summary(&self, pid: u64) -> Result<ProcessSummary, ProcessError> {
+        self.view(pid, ProcessEntry::summary).await
     }
 
     async fn coordinate(&self, command: ProcessCommand) -> Result<ProcessOutcome, ProcessError> {
@@ -142,7 +152,7 @@ impl NodeProcesses {
         Ok(())
     }
 
-    async fn live(&self, entry: &ProcessEntry) -> Option<LiveStatus> {
+    async fn live(&self, entry: &ProcessSummary) -> Option<LiveStatus> {
         if entry.state != RunState::Running {
             return None;
         }
@@ -162,7 +172,7 @@ impl NodeProcesses {
         }
     }
 
-    async fn status_of(&self, entry: ProcessEntry) -> ProcessStatus {
+    async fn status_of(&self, entry: ProcessSummary) -> ProcessStatus {
         let live = self
             .live(&entry)
             .await
@@ -173,9 +183,7 @@ impl NodeProcesses {
             (RunState::Exited(_), _) => "exited",
             (RunState::Running, Some(_)) => "running",
             // The primary does not answer: starting, or failing over.
-            (RunState::Running, None) if entry.output.next_oseq().0 == 1 && entry.epoch == 1 => {
-                "starting"
-            }
+            (RunState::Running, None) if entry.released_oseq == 0 && entry.epoch == 1 => "starting",
             (RunState::Running, None) => "promoting",
         };
         let live = live.unwrap_or_default();
@@ -196,7 +204,7 @@ impl NodeProcesses {
             logged_lsn: live.logged_lsn,
             acked_lsn: live.acked_lsn,
             checkpoint_lsn: live.checkpoint_lsn,
-            stdout_offset: entry.output.read(Stream::Stdout, 0).len() as u64,
+            stdout_offset: entry.stdout_bytes,
             exit_code: match entry.state {
                 RunState::Exited(code) => Some(code),
                 RunState::Running => None,
@@ -326,14 +334,18 @@ impl ProcessService for NodeProcesses {
     }
 
     async fn list(&self) -> Result<Vec<ProcessStatus>, ProcessError> {
-        let entries: Vec<ProcessEntry> = {
+        let entries: Vec<ProcessSummary> = {
             let state = self
                 .service
                 .shared()
                 .state
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            state.processes.processes().cloned().collect()
+            state
+                .processes
+                .processes()
+                .map(ProcessEntry::summary)
+                .collect()
         };
         let mut statuses = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -343,12 +355,12 @@ impl ProcessService for NodeProcesses {
     }
 
     async fn status(&self, pid: u64) -> Result<ProcessStatus, ProcessError> {
-        let entry = self.entry(pid).await?;
+        let entry = self.summary(pid).await?;
         Ok(self.status_of(entry).await)
     }
 
     async fn write_stdin(&self, write: StdinWrite) -> Result<StdinWritten, ProcessError> {
-        let entry = self.entry(write.pid).await?;
+        let entry = self.summary(write.pid).await?;
         if let RunState::Exited(code) = entry.state {
             return Err(ProcessError::BadRequest {
                 detail: format!("process {} exited with code {code}", write.pid),
@@ -408,14 +420,21 @@ impl ProcessService for NodeProcesses {
         let deadline = Instant::now() + wait;
         let mut applied = self.service.shared().applied.subscribe();
         loop {
-            let entry = self.entry(pid).await?;
-            let all = entry.output.read(stream, 0);
-            let start = usize::try_from(from).map_or(all.len(), |from| from.min(all.len()));
-            let exited = matches!(entry.state, RunState::Exited(_));
-            if start < all.len() || exited || Instant::now() >= deadline {
+            // Only the bytes from `from` on are copied: a long-poll wakes on
+            // every applied entry.
+            let (bytes, next_offset, exited) = self
+                .view(pid, |entry| {
+                    (
+                        entry.output.read(stream, from),
+                        entry.output.len(stream),
+                        matches!(entry.state, RunState::Exited(_)),
+                    )
+                })
+                .await?;
+            if !bytes.is_empty() || exited || Instant::now() >= deadline {
                 return Ok(OutputChunk {
-                    bytes: all.slice(start..),
-                    next_offset: all.len() as u64,
+                    bytes,
+                    next_offset,
                     exited,
                 });
             }
@@ -424,11 +443,11 @@ impl ProcessService for NodeProcesses {
     }
 
     async fn events(&self, pid: u64) -> Result<Vec<ProcessEvent>, ProcessError> {
-        Ok(self.entry(pid).await?.events)
+        self.view(pid, |entry| entry.events.clone()).await
     }
 
     async fn delete(&self, pid: u64) -> Result<(), ProcessError> {
-        self.entry(pid).await?;
+        self.view(pid, |_| ()).await?;
         self.coordinate(ProcessCommand::Delete { pid }).await?;
         Ok(())
     }

@@ -76,6 +76,65 @@ pub struct ProcessEntry {
     pub former_primary: Option<u64>,
 }
 
+/// A process's identity and placement without its output and history: what
+/// the reconcile loop, stdin routing, status and metrics need. Copying a whole
+/// [`ProcessEntry`] copies every byte the process ever released, and those
+/// paths run on every applied entry or request — with megabytes of output that
+/// held the state lock long enough to stall the Raft driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSummary {
+    /// Its id.
+    pub pid: u64,
+    /// Its unique name.
+    pub name: String,
+    /// The module it runs.
+    pub digest: Digest,
+    /// Arguments fixed at birth.
+    pub args: Vec<String>,
+    /// Environment fixed at birth.
+    pub env: Vec<(String, String)>,
+    /// No backup, outputs released at once.
+    pub unpaired: bool,
+    /// The node running the primary.
+    pub primary: u64,
+    /// The node holding the backup.
+    pub backup: Option<u64>,
+    /// The primary's epoch.
+    pub epoch: u64,
+    /// Running or exited.
+    pub state: RunState,
+    /// `checkpoint` or `replay`.
+    pub recovery_mode: String,
+    /// The primary of the previous epoch.
+    pub former_primary: Option<u64>,
+    /// The highest oseq released (0: none yet).
+    pub released_oseq: u64,
+    /// Bytes released on stdout.
+    pub stdout_bytes: u64,
+}
+
+impl ProcessEntry {
+    /// This entry without its output and history.
+    pub fn summary(&self) -> ProcessSummary {
+        ProcessSummary {
+            pid: self.pid,
+            name: self.name.clone(),
+            digest: self.digest,
+            args: self.args.clone(),
+            env: self.env.clone(),
+            unpaired: self.unpaired,
+            primary: self.primary,
+            backup: self.backup,
+            epoch: self.epoch,
+            state: self.state,
+            recovery_mode: self.recovery_mode.clone(),
+            former_primary: self.former_primary,
+            released_oseq: self.output.next_oseq().0 - 1,
+            stdout_bytes: self.output.len(understudy_pair::Stream::Stdout),
+        }
+    }
+}
+
 /// A module being uploaded or in use.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleEntry {
@@ -552,9 +611,10 @@ impl ProcessTable {
             .get_mut(&pid)
             .ok_or(ProcessRefusal::NotFound { pid })?;
         for output in outputs {
-            let stored = entry.output.read(understudy_pair::Stream::Stdout, 0).len()
-                + entry.output.read(understudy_pair::Stream::Stderr, 0).len();
-            if stored as u64 + output.bytes.len() as u64 > PROCESS_OUTPUT_BYTES_MAX {
+            // Lengths, not copies: this runs for every released output.
+            let stored = entry.output.len(understudy_pair::Stream::Stdout)
+                + entry.output.len(understudy_pair::Stream::Stderr);
+            if stored + output.bytes.len() as u64 > PROCESS_OUTPUT_BYTES_MAX {
                 return Err(ProcessRefusal::OutputLimit { pid });
             }
             match entry.output.accept(Epoch(epoch), output) {

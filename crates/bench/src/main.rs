@@ -6,6 +6,7 @@
 mod failover;
 mod histogram;
 mod load;
+mod pair_metrics;
 mod pairs;
 
 use clap::{Parser, Subcommand};

@@ -21,6 +21,7 @@
 
 use crate::failover::{Cluster, FailoverOptions};
 use crate::histogram::{format_millis, Samples};
+use crate::pair_metrics::PairCounters;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,8 +201,16 @@ async fn run_parts(
                 index: phase_index,
             };
             phase_index += 1;
+            let counters_before = PairCounters::read(cluster).await?;
             let measured = throughput_phase(cluster, options, running_total.clone(), phase).await?;
             print_phase(phase, &measured);
+            if !is_unpaired {
+                let counters = PairCounters::read(cluster).await?;
+                println!(
+                    "  pair channel: {}",
+                    counters.describe_since(&counters_before)
+                );
+            }
             if is_unpaired {
                 result.unpaired.add(&measured);
             } else {
@@ -529,6 +538,9 @@ async fn failover_part(
             }
         }
     }
+    if outcome.is_ok() {
+        print_recovery_events(&client, pid).await;
+    }
     stop.store(true, Ordering::Relaxed);
     chunks.close();
     // The tasks end within one call's deadline once `stop` is set; aborting
@@ -536,6 +548,25 @@ async fn failover_part(
     writer.abort();
     reader.abort();
     outcome.map(|()| samples)
+}
+
+/// Prints the pid's checkpoint and replay events: what each checkpoint cost
+/// (bytes, capture time; the first to each new backup is full) and how many
+/// records each promotion replayed after the checkpoint it restored.
+async fn print_recovery_events(client: &Client, pid: u64) {
+    match client.process_events(pid).await {
+        Ok(events) => {
+            for event in events {
+                if event.kind == "checkpoint" || event.kind == "replayed" {
+                    println!(
+                        "event {} (epoch {}): {}",
+                        event.kind, event.epoch, event.detail
+                    );
+                }
+            }
+        }
+        Err(error) => println!("no events of {pid}: {error}"),
+    }
 }
 
 /// Kills the primary's node once; returns the node and the time to the first

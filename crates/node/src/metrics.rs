@@ -28,6 +28,17 @@ pub struct Metrics {
     pub leader_unreachable_hints: AtomicU64,
     /// Connections opened to forward client requests (most requests reuse one).
     pub forward_connections_opened: AtomicU64,
+    /// Pair messages this node's primaries sent to their backups (one
+    /// exchange: sent, handled at the backup, answered).
+    pub pair_exchanges: AtomicU64,
+    /// Microseconds those exchanges took, in all.
+    pub pair_exchange_micros: AtomicU64,
+    /// Records those exchanges carried.
+    pub pair_records_sent: AtomicU64,
+    /// Appends the backups on this node handled.
+    pub pair_backup_appends: AtomicU64,
+    /// Microseconds handling them took (records written and synced), in all.
+    pub pair_backup_append_micros: AtomicU64,
     fsync_buckets: [AtomicU64; 10],
     fsync_count: AtomicU64,
     fsync_sum_micros: AtomicU64,
@@ -74,6 +85,31 @@ impl Metrics {
                 "understudy_forward_connections_opened_total",
                 "counter",
                 &self.forward_connections_opened,
+            ),
+            (
+                "understudy_pair_exchanges_total",
+                "counter",
+                &self.pair_exchanges,
+            ),
+            (
+                "understudy_pair_exchange_micros_total",
+                "counter",
+                &self.pair_exchange_micros,
+            ),
+            (
+                "understudy_pair_records_sent_total",
+                "counter",
+                &self.pair_records_sent,
+            ),
+            (
+                "understudy_pair_backup_appends_total",
+                "counter",
+                &self.pair_backup_appends,
+            ),
+            (
+                "understudy_pair_backup_append_micros_total",
+                "counter",
+                &self.pair_backup_append_micros,
             ),
         ];
         // Writing to a String cannot fail.

@@ -12,6 +12,7 @@
 //! the backup itself overlaps receiving with syncing (a sync that covers every
 //! append written while the previous one ran).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -56,11 +57,24 @@ impl ProcessRuntime {
                 if is_heartbeat && Some(index) != last_heartbeat {
                     continue;
                 }
-                let deadline = tokio::time::Instant::now() + PAIR_EXCHANGE_DEADLINE;
+                let records = match &message {
+                    PairMessage::Append { records, .. } => records.len() as u64,
+                    _ => 0,
+                };
+                let started = tokio::time::Instant::now();
+                let deadline = started + PAIR_EXCHANGE_DEADLINE;
                 let answer = self
                     .service
                     .forward_to_node(to, ForwardRequest::Pair(message), deadline)
                     .await;
+                let metrics = &self.shared().metrics;
+                metrics.pair_exchanges.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .pair_exchange_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                metrics
+                    .pair_records_sent
+                    .fetch_add(records, Ordering::Relaxed);
                 if let Ok(ForwardResponse::Pair(answers)) = answer {
                     let event = PrimaryEvent::Pair {
                         from: to,

@@ -24,6 +24,7 @@ pub mod table;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -628,8 +629,18 @@ impl ProcessRuntime {
                 }
             }
         };
+        let is_append = matches!(message, PairMessage::Append { .. });
         let mut backup = lock(&backup);
-        match backup.handle(message) {
+        let started = std::time::Instant::now();
+        let handled = backup.handle(message);
+        if is_append {
+            let metrics = &self.shared().metrics;
+            metrics.pair_backup_appends.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .pair_backup_append_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        match handled {
             Ok(answers) => answers,
             Err(error) => {
                 tracing::error!(pid, %error, "the backup cannot persist records");

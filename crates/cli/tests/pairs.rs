@@ -1,7 +1,8 @@
 //! Acceptance of process pairs (issue 4) with real node processes: SIGKILL of
 //! the primary's node ten times in one stream of input, for a command guest
 //! and a reactor guest; SIGKILL of the backup's node; a stdin write retried
-//! through another node after a kill.
+//! through another node after a kill; restores from checkpoints, including one
+//! taken while a compute-bound command was busy with queued stdin.
 //!
 //! Every wait polls an observable condition with a deadline; each test is
 //! bounded by [`TEST_TIMEOUT`].
@@ -566,6 +567,73 @@ async fn restore_from_a_checkpoint(module: &str, name: &str) {
         reader.wait_for(1 + expected.len()).await;
         assert_fault_free(&reader.lines(), &expected);
         reader.task.abort();
+    })
+    .await
+    .expect("the test finishes in time");
+}
+
+/// Lines of work for the compute-bound test, and the rounds of `cpu-heavy`'s
+/// mixing loop each asks for (a few milliseconds each, no host call inside).
+const BUSY_LINES: usize = 800;
+const BUSY_ROUNDS_PER_LINE: u64 = 400_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compute_bound_command_checkpoints_mid_run_and_is_restored_there() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3);
+        cluster.leader().await;
+        let client = patient_client(&cluster);
+        let work: String = (0..BUSY_LINES)
+            .map(|_| format!("{BUSY_ROUNDS_PER_LINE}\n"))
+            .collect();
+        let pid = spawn(&client, "cpu-heavy.wasm", "busy").await;
+        caught_up(&client, pid).await;
+        let reader = Reader::start(client.clone(), pid);
+        // All the work at once: the guest computes through queued stdin and
+        // never blocks in a read, so only an unwind at one of its writes
+        // makes it checkpointable.
+        client
+            .write_stdin(pid, work.clone(), true)
+            .await
+            .expect("the work is accepted");
+        let checkpointed = status_until(&client, pid, "a checkpoint mid-run", |status| {
+            status.checkpoint_lsn > 0
+        })
+        .await;
+        let done_at_checkpoint = reader.count();
+        assert!(
+            done_at_checkpoint < 1 + BUSY_LINES,
+            "the checkpoint came while the guest still had work queued \
+             ({done_at_checkpoint} lines out)"
+        );
+        cluster.kill(cluster.index_of(checkpointed.primary));
+        let after = status_until(&client, pid, "a promoted backup", |status| {
+            status.epoch > checkpointed.epoch
+                && (status.state == "running" || status.state == "exited")
+        })
+        .await;
+        let (restored, _replayed) = restart_of_epoch(&client, pid, after.epoch).await;
+        let restored = restored.expect("the promoted backup restored the checkpoint");
+        assert!(
+            restored >= checkpointed.checkpoint_lsn,
+            "restored at lsn {restored}, the checkpoint seen was at {}",
+            checkpointed.checkpoint_lsn
+        );
+        reader.wait_for(1 + BUSY_LINES).await;
+        // The same module and input, never failed over.
+        let reference = spawn(&client, "cpu-heavy.wasm", "busy-reference").await;
+        let reference_reader = Reader::start(client.clone(), reference);
+        client
+            .write_stdin(reference, work, true)
+            .await
+            .expect("the reference's work is accepted");
+        reference_reader.wait_for(1 + BUSY_LINES).await;
+        let lines = reader.lines();
+        let expected = reference_reader.lines();
+        assert_eq!(lines.len(), expected.len(), "no line lost or repeated");
+        assert_eq!(lines, expected, "the same checksums as without a failover");
+        reader.task.abort();
+        reference_reader.task.abort();
     })
     .await
     .expect("the test finishes in time");

@@ -485,6 +485,19 @@ impl SystemInputs {
     pub fn close_stdin(&mut self) {
         self.stdin_closed = true;
     }
+
+    /// Sets the whole stdin queue and whether stdin is closed. For a shell that
+    /// keeps its own account of unread stdin: a restore puts the checkpoint's
+    /// backlog back (see [`HostInputs::restore_stdin_backlog`]), but records
+    /// replayed after the checkpoint may have read part of it, so the shell
+    /// replaces the queue with what its log says is still unread.
+    pub fn replace_stdin(&mut self, unread: impl IntoIterator<Item = Bytes>, closed: bool) {
+        self.stdin = unread
+            .into_iter()
+            .filter(|bytes| !bytes.is_empty())
+            .collect();
+        self.stdin_closed = closed;
+    }
 }
 
 impl HostInputs for SystemInputs {

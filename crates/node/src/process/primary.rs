@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use understudy_api::process_service::ProcessError;
 use understudy_guest::{
-    Birth, CheckpointImage, GuestEngine, GuestError, GuestInstance, GuestModule, InputLog,
-    ModuleKind, RecoveryMode, ReplayThenRecord, RunOutcome, SystemInputs,
+    Birth, CheckpointImage, GuestEngine, GuestInstance, GuestModule, InputLog, ModuleKind,
+    RecoveryMode, ReplayThenRecord, RunOutcome, SystemInputs,
 };
 use understudy_kv::RequestId;
 use understudy_pair::{
@@ -267,17 +267,20 @@ impl Primary {
     ) -> Result<Primary, String> {
         let restored_lsn = spec.image.as_ref().map_or(Lsn(0), |image| image.lsn());
         let start = match &spec.image {
-            Some(image) => ShellSnapshot::decode(image.extra())?.into_summary(),
+            Some(image) => {
+                let mut start = ShellSnapshot::decode(image.extra())?.into_summary();
+                // Stdin that had arrived and was not read at the checkpoint:
+                // reads replayed after it consume it first.
+                let backlog = image.host().stdin_backlog.bytes.clone();
+                if !backlog.is_empty() {
+                    start.unread.push(backlog);
+                }
+                start
+            }
             None => LogSummary::default(),
         };
         let summary = continue_summary(start, &spec.history);
-        let mut source = SystemInputs::with_monotonic_floor(summary.monotonic_nanos);
-        for bytes in &summary.unread {
-            source.push_stdin(bytes.clone());
-        }
-        if summary.stdin_closed {
-            source.close_stdin();
-        }
+        let source = SystemInputs::with_monotonic_floor(summary.monotonic_nanos);
         let epoch = Epoch(spec.epoch);
         let inputs = ReplayThenRecord::after(restored_lsn, spec.history.clone(), source, epoch);
         let guest = match &spec.image {
@@ -287,6 +290,14 @@ impl Primary {
             None => GuestInstance::new(&spec.engine, &spec.module, &spec.birth, inputs),
         }
         .map_err(|error| error.to_string())?;
+        // The live stdin queue is what the log says is unread (a restore put
+        // the checkpoint's whole backlog back, part of which replayed reads took).
+        guest.with_inputs(|inputs| {
+            inputs
+                .recorder_mut()
+                .source_mut()
+                .replace_stdin(summary.unread.iter().cloned(), summary.stdin_closed)
+        });
         let log = if spec.image.is_some() {
             PrimaryLog::resumed(
                 Pid(spec.pid),
@@ -686,10 +697,7 @@ impl Primary {
     /// quiescent point or has stdin it has not read.
     fn capture(&mut self, full: bool) -> Result<Bytes, String> {
         self.pump()?;
-        let backlog = self.guest.with_inputs(|inputs| inputs.stdin_backlog());
-        if !backlog.bytes.is_empty() {
-            return Err("the guest has stdin it has not read".into());
-        }
+        // Stdin not read yet is in the guest's host state (its backlog).
         let snapshot = ShellSnapshot {
             stdin_offset: self.stdin_offset,
             stdin_closed: self.stdin_closed,
@@ -701,10 +709,18 @@ impl Primary {
             monotonic_nanos: self.monotonic_nanos,
         };
         let held: Vec<Output> = self.log.held().cloned().collect();
-        let checkpoint = self
-            .guest
-            .checkpoint_with(snapshot.encode(), held, full)
-            .map_err(|error: GuestError| error.to_string())?;
+        let checkpoint = match self.guest.checkpoint_with(snapshot.encode(), held, full) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                // A command in the middle of a run (its fuel slice ended while
+                // it computed): stop it at its next host call; the next
+                // attempt captures it there.
+                if self.needs_run && self.kind == ModuleKind::Command {
+                    let _ = self.guest.request_unwind();
+                }
+                return Err(error.to_string());
+            }
+        };
         if checkpoint.lsn != self.log.logged() {
             return Err(format!(
                 "the checkpoint is at lsn {}, the log at {}",

@@ -217,6 +217,20 @@ fn running_totals(inputs: &[u64]) -> Vec<String> {
         .collect()
 }
 
+/// Lets a few more numbers through (the stream goes on after whatever the
+/// test did), stops the feeder and checks the whole output against a
+/// fault-free run of the same numbers.
+async fn finish_fault_free(feeder: Feeder, reader: Reader) {
+    feeder
+        .wait_for(feeder.count() + NUMBERS_BETWEEN_KILLS)
+        .await;
+    let inputs = feeder.finish().await;
+    let expected = running_totals(&inputs);
+    reader.wait_for(1 + expected.len()).await;
+    assert_fault_free(&reader.lines(), &expected);
+    reader.task.abort();
+}
+
 /// Checks one token line, first, then exactly `expected`.
 fn assert_fault_free(lines: &[String], expected: &[String]) {
     let tokens = lines
@@ -379,14 +393,7 @@ async fn killing_the_backup_gives_the_primary_a_new_backup() {
             (before.primary, before.epoch),
             "the primary continues in its epoch"
         );
-        feeder
-            .wait_for(feeder.count() + NUMBERS_BETWEEN_KILLS)
-            .await;
-        let inputs = feeder.finish().await;
-        let expected = running_totals(&inputs);
-        reader.wait_for(1 + expected.len()).await;
-        assert_fault_free(&reader.lines(), &expected);
-        reader.task.abort();
+        finish_fault_free(feeder, reader).await;
     })
     .await
     .expect("the test finishes in time");
@@ -559,14 +566,7 @@ async fn restore_from_a_checkpoint(module: &str, name: &str) {
             table.contains("CHECKPOINT") && table.contains("checkpoint"),
             "{table}"
         );
-        feeder
-            .wait_for(feeder.count() + NUMBERS_BETWEEN_KILLS)
-            .await;
-        let inputs = feeder.finish().await;
-        let expected = running_totals(&inputs);
-        reader.wait_for(1 + expected.len()).await;
-        assert_fault_free(&reader.lines(), &expected);
-        reader.task.abort();
+        finish_fault_free(feeder, reader).await;
     })
     .await
     .expect("the test finishes in time");

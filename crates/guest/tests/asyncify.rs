@@ -386,27 +386,7 @@ fn a_reactor_refuses_an_unwind_request() {
 
 /// Replaces the version and fixes the crc, as an older writer would have made it.
 fn with_version(encoding: &[u8], version: u16) -> Vec<u8> {
-    let mut body = encoding[..encoding.len() - 4].to_vec();
-    body[4..6].copy_from_slice(&version.to_le_bytes());
-    let crc = crc32c(&body);
-    body.extend_from_slice(&crc.to_le_bytes());
-    body
-}
-
-/// crc32c (Castagnoli), bit by bit: the test's own, independent of the crate's.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    patched_checkpoint(encoding, 4, &version.to_le_bytes())
 }
 
 #[test]

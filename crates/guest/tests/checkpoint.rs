@@ -454,27 +454,7 @@ fn decode_rejects_every_truncation_and_corruption() {
 
 /// Replaces the u32 at `offset` and fixes the crc: damage only the limits catch.
 fn forged(encoding: &[u8], offset: usize, value: u32) -> Vec<u8> {
-    let mut body = encoding[..encoding.len() - 4].to_vec();
-    body[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
-    let crc = crc32c(&body);
-    body.extend_from_slice(&crc.to_le_bytes());
-    body
-}
-
-/// crc32c (Castagnoli), bit by bit: the test's own, independent of the crate's.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    patched_checkpoint(encoding, offset, &value.to_le_bytes())
 }
 
 #[test]

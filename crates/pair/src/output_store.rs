@@ -110,13 +110,12 @@ impl OutputStore {
         self.epoch = epoch;
     }
 
-    /// The bytes of `stream` from `offset` on (empty past the end).
     /// The bytes released on `stream` so far (its next offset), without a copy.
     pub fn len(&self, stream: Stream) -> u64 {
         self.stream(stream).len() as u64
     }
 
-    /// Copies the bytes released on `stream` from byte `offset` on.
+    /// A copy of the bytes of `stream` from `offset` on (empty past the end).
     pub fn read(&self, stream: Stream, offset: u64) -> Bytes {
         let bytes = self.stream(stream);
         let start = usize::try_from(offset).map_or(bytes.len(), |offset| offset.min(bytes.len()));

@@ -167,3 +167,29 @@ pub fn text(outputs: &[Output], stream: Stream) -> String {
         .collect();
     String::from_utf8(bytes).expect("the guests write UTF-8")
 }
+
+/// A checkpoint encoding with `bytes` written at `offset` and its trailing
+/// crc32c fixed, so that only the decoder's other checks can refuse it.
+pub fn patched_checkpoint(encoding: &[u8], offset: usize, bytes: &[u8]) -> Vec<u8> {
+    let mut body = encoding[..encoding.len() - 4].to_vec();
+    body[offset..offset + bytes.len()].copy_from_slice(bytes);
+    let crc = crc32c(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    body
+}
+
+/// crc32c (Castagnoli), bit by bit: the test's own, independent of the crate's.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

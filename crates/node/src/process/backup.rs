@@ -75,6 +75,17 @@ fn read_frame(reader: &mut impl Read) -> Option<Vec<u8>> {
     (crc32c::crc32c(&body) == checksum).then_some(body)
 }
 
+/// `records` as frames of the records file.
+fn record_frames(records: &[Record]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for record in records {
+        // Plain data into a Vec: cannot fail.
+        let body = postcard::to_allocvec(record).expect("postcard encodes plain data");
+        bytes.extend(frame(&body));
+    }
+    bytes
+}
+
 /// The records file of `pid` under `directory`.
 pub fn backup_path(directory: &Path, pid: u64) -> PathBuf {
     directory.join(format!("{pid}.backup"))
@@ -272,13 +283,7 @@ impl Backup {
         let Some(last) = records.last().map(|record| record.lsn) else {
             return Ok(());
         };
-        let mut bytes = Vec::new();
-        for record in &records {
-            // Plain data into a Vec: cannot fail.
-            let body = postcard::to_allocvec(record).expect("postcard encodes plain data");
-            bytes.extend(frame(&body));
-        }
-        self.file.write_all(&bytes)?;
+        self.file.write_all(&record_frames(&records))?;
         self.file.sync_data()?;
         self.records.extend(records);
         self.log.handle_persisted(last);
@@ -370,11 +375,7 @@ impl Backup {
     fn rewrite_records(&mut self) -> std::io::Result<()> {
         let temporary = self.path.with_extension("backup.tmp");
         let mut bytes = frame(&self.assigned_epoch.to_le_bytes());
-        for record in &self.records {
-            // Plain data into a Vec: cannot fail.
-            let body = postcard::to_allocvec(record).expect("postcard encodes plain data");
-            bytes.extend(frame(&body));
-        }
+        bytes.extend(record_frames(&self.records));
         let mut file = File::create(&temporary)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
@@ -383,14 +384,14 @@ impl Backup {
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         Ok(())
     }
+}
 
-    /// Removes the files (the pid was deleted, or this node is no longer its
-    /// backup).
-    pub fn remove(self) {
-        drop(self.file);
-        let _ = std::fs::remove_file(&self.path);
-        remove_checkpoints(&self.directory, self.pid);
-    }
+/// Removes the files of the backup of `pid` (the pid was deleted, or this
+/// node is no longer its backup). A handle still open elsewhere (a message
+/// being handled) keeps writing to an unlinked file, which is then lost.
+pub fn remove_files(directory: &Path, pid: u64) {
+    let _ = std::fs::remove_file(backup_path(directory, pid));
+    remove_checkpoints(directory, pid);
 }
 
 /// The sender's epoch of the messages a primary sends.

@@ -8,9 +8,10 @@
 //! (docs/benchmark.md, "Process pairs"): an ordered stream per backup with
 //! two or four appends in flight gave fewer acknowledged stdin writes per
 //! second than with one (8 writers, same runs: 2280–2360 and 1690–1820
-//! against 2810–3160/s), and with one in flight it matched this courier. Pipelining pays only once
-//! the backup itself overlaps receiving with syncing (a sync that covers every
-//! append written while the previous one ran).
+//! against 2810–3160/s), and with one in flight it matched this courier. A
+//! later try with the backup overlapping receiving and syncing (one sync
+//! covering every append written while the previous one ran) and two appends
+//! in flight gained nothing either on 2 cores (docs/benchmark.md, 11:45 UTC).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

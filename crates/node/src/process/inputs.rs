@@ -67,8 +67,8 @@ pub struct LogSummary {
 }
 
 /// The shell's state a checkpoint carries (its extra bytes): what
-/// [`summarize`] would say of the records the checkpoint covers. Taken only
-/// while the guest has no stdin backlog, so no unread bytes are kept here.
+/// [`summarize`] would say of the records the checkpoint covers, except the
+/// unread stdin, which the guest's host state carries (its stdin backlog).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShellSnapshot {
     /// Stdin bytes accepted in all.

@@ -81,6 +81,17 @@ impl std::fmt::Debug for ProcessRuntime {
     }
 }
 
+/// How a process recovers: `checkpoint` when its module can be checkpointed
+/// and it has a backup to ship checkpoints to, else `replay` (an unpaired
+/// process has no backup to restore anything on).
+fn recovery_mode(module: &GuestModule, unpaired: bool) -> &'static str {
+    if module.recovery_mode() == understudy_guest::RecoveryMode::Checkpoint && !unpaired {
+        "checkpoint"
+    } else {
+        "replay"
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -367,16 +378,8 @@ impl ProcessRuntime {
     }
 
     fn drop_backup(&self, pid: u64) {
-        if let Some(backup) = lock(&self.backups).remove(&pid) {
-            if let Ok(backup) = Arc::try_unwrap(backup) {
-                backup
-                    .into_inner()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .remove();
-            } else {
-                let _ = std::fs::remove_file(backup::backup_path(&self.directory, pid));
-                backup::remove_checkpoints(&self.directory, pid);
-            }
+        if lock(&self.backups).remove(&pid).is_some() {
+            backup::remove_files(&self.directory, pid);
         }
     }
 

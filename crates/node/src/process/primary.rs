@@ -27,7 +27,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use understudy_api::process_service::ProcessError;
 use understudy_guest::{
     Birth, CheckpointImage, GuestEngine, GuestInstance, GuestModule, InputLog, ModuleKind,
-    RecoveryMode, ReplayThenRecord, RunOutcome, SystemInputs,
+    ReplayThenRecord, RunOutcome, SystemInputs,
 };
 use understudy_kv::RequestId;
 use understudy_pair::{
@@ -186,6 +186,15 @@ struct Checkpoints {
     last_noted: Option<Instant>,
 }
 
+impl Checkpoints {
+    /// A checkpoint after `lsn` was handed to the core.
+    fn taken(&mut self, lsn: Lsn, full: bool) {
+        self.last_lsn = lsn;
+        self.last_at = Instant::now();
+        self.since_full = if full { 0 } else { self.since_full + 1 };
+    }
+}
+
 /// Checkpoints are noted in the process's events at most this often.
 const CHECKPOINT_NOTE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -298,25 +307,15 @@ impl Primary {
                 .source_mut()
                 .replace_stdin(summary.unread.iter().cloned(), summary.stdin_closed)
         });
-        let log = if spec.image.is_some() {
-            PrimaryLog::resumed(
-                Pid(spec.pid),
-                epoch,
-                restored_lsn,
-                spec.history.clone(),
-                spec.released_oseq,
-                primary_config(),
-            )
-        } else {
-            PrimaryLog::promoted(
-                Pid(spec.pid),
-                epoch,
-                None,
-                spec.history.clone(),
-                spec.released_oseq,
-                primary_config(),
-            )
-        };
+        // The records after the restored point (from lsn 1 without one).
+        let log = PrimaryLog::resumed(
+            Pid(spec.pid),
+            epoch,
+            restored_lsn,
+            spec.history.clone(),
+            spec.released_oseq,
+            primary_config(),
+        );
         let mut primary = Primary {
             pid: spec.pid,
             epoch: spec.epoch,
@@ -328,7 +327,7 @@ impl Primary {
             backup: None,
             caught_up_noted: false,
             checkpoints: Checkpoints {
-                enabled: spec.module.recovery_mode() == RecoveryMode::Checkpoint && !spec.unpaired,
+                enabled: super::recovery_mode(&spec.module, spec.unpaired) == "checkpoint",
                 last_lsn: restored_lsn,
                 last_at: Instant::now(),
                 since_full: 0,
@@ -666,35 +665,33 @@ impl Primary {
         // No checkpoint taken or restored yet: the core keeps every record
         // from lsn 1, which is all a new backup needs.
         let from_start = self.checkpoints.last_lsn == Lsn(0);
-        if !self.checkpoints.enabled || (logged == Lsn(0) && from_start) {
+        let capture = if !self.checkpoints.enabled || (logged == Lsn(0) && from_start) {
+            None
+        } else {
+            match self.capture(true) {
+                Ok(data) => Some(data),
+                Err(_) if from_start => None,
+                Err(error) => return Err(error),
+            }
+        };
+        let Some(data) = capture else {
             return self
                 .log
                 .pair_with_new_backup()
                 .map_err(|error| error.to_string());
-        }
-        let data = match self.capture(true) {
-            Ok(data) => data,
-            Err(_) if from_start => {
-                return self
-                    .log
-                    .pair_with_new_backup()
-                    .map_err(|error| error.to_string())
-            }
-            Err(error) => return Err(error),
         };
         self.log
             .pair_with_new_backup_from(logged, data)
             .map_err(|error| error.to_string())?;
-        self.checkpoints.last_lsn = logged;
-        self.checkpoints.last_at = Instant::now();
-        self.checkpoints.since_full = 0;
+        self.checkpoints.taken(logged, true);
         Ok(())
     }
 
     /// Captures the guest now (after handing its pending records and outputs
     /// to the core): the encoded checkpoint, with the outputs the core still
     /// holds and the shell's state. Refused while the guest is not at a
-    /// quiescent point or has stdin it has not read.
+    /// quiescent point; a command in the middle of a run is then asked to
+    /// unwind at its next host call.
     fn capture(&mut self, full: bool) -> Result<Bytes, String> {
         self.pump()?;
         // Stdin not read yet is in the guest's host state (its backlog).
@@ -769,13 +766,7 @@ impl Primary {
             tracing::error!(pid = self.pid, %error, "the core refused a checkpoint");
             return;
         }
-        self.checkpoints.last_lsn = lsn;
-        self.checkpoints.last_at = Instant::now();
-        self.checkpoints.since_full = if full {
-            0
-        } else {
-            self.checkpoints.since_full + 1
-        };
+        self.checkpoints.taken(lsn, full);
         self.log.flush();
         let note_due = self
             .checkpoints

@@ -18,7 +18,6 @@ use understudy_api::process_service::{
     SpawnRequest, Spawned, StdinWrite, StdinWritten,
 };
 use understudy_api::service::ServiceError;
-use understudy_guest::RecoveryMode;
 use understudy_pair::Stream;
 use understudy_types::limits::{
     GUEST_ARGS_ENV_BYTES_MAX, GUEST_ARGS_ENV_ENTRIES_MAX, GUEST_MODULE_BYTES_MAX,
@@ -293,13 +292,7 @@ impl ProcessService for NodeProcesses {
         let module = engine_check.map_err(|error| ProcessError::InvalidModule {
             detail: error.to_string(),
         })?;
-        // An unpaired process has no backup to restore anything on.
-        let recovery_mode =
-            if module.recovery_mode() == RecoveryMode::Checkpoint && !request.unpaired {
-                "checkpoint"
-            } else {
-                "replay"
-            };
+        let recovery_mode = super::recovery_mode(&module, request.unpaired);
         let digest: [u8; 32] = Sha256::digest(&request.module).into();
         self.upload(digest, &request.module).await?;
         let me = self.service.shared().id;
@@ -334,19 +327,7 @@ impl ProcessService for NodeProcesses {
     }
 
     async fn list(&self) -> Result<Vec<ProcessStatus>, ProcessError> {
-        let entries: Vec<ProcessSummary> = {
-            let state = self
-                .service
-                .shared()
-                .state
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            state
-                .processes
-                .processes()
-                .map(ProcessEntry::summary)
-                .collect()
-        };
+        let entries = self.runtime()?.entries();
         let mut statuses = Vec::with_capacity(entries.len());
         for entry in entries {
             statuses.push(self.status_of(entry).await);

@@ -2,7 +2,8 @@
 //! the primary's node ten times in one stream of input, for a command guest
 //! and a reactor guest; SIGKILL of the backup's node; a stdin write retried
 //! through another node after a kill; restores from checkpoints, including one
-//! taken while a compute-bound command was busy with queued stdin.
+//! taken while a compute-bound command was busy with queued stdin; a sleep in
+//! `poll_oneoff` honoured by the primary and finished by the promoted backup.
 //!
 //! Every wait polls an observable condition with a deadline; each test is
 //! bounded by [`TEST_TIMEOUT`].
@@ -49,16 +50,16 @@ fn patient_client(cluster: &Cluster) -> Client {
 }
 
 async fn spawn(client: &Client, module: &str, name: &str) -> u64 {
+    spawn_module(client, guest(module), name).await
+}
+
+async fn spawn_module(client: &Client, module: Vec<u8>, name: &str) -> u64 {
     let options = SpawnOptions {
         name: name.into(),
         args: vec![name.into()],
         ..SpawnOptions::default()
     };
-    client
-        .spawn(guest(module), &options)
-        .await
-        .expect("spawn")
-        .pid
+    client.spawn(module, &options).await.expect("spawn").pid
 }
 
 async fn status(client: &Client, pid: u64) -> Option<ProcessStatus> {
@@ -533,10 +534,14 @@ async fn restore_from_a_checkpoint(module: &str, name: &str) {
             status.checkpoint_lsn > 0 && status.recovery_mode == "checkpoint"
         })
         .await;
-        // Records after the checkpoint, so that the failover replays some.
+        // Records after the checkpoint, so that the failover replays some;
+        // then the input stops and the guest answers all of it, so the log
+        // ends where `before` says when the primary dies.
         feeder
             .wait_for(feeder.count() + NUMBERS_BETWEEN_KILLS)
             .await;
+        let mut inputs = feeder.finish().await;
+        reader.wait_for(1 + inputs.len()).await;
         let before = caught_up(&client, pid).await;
         cluster.kill(cluster.index_of(before.primary));
         let after = status_until(&client, pid, "a promoted backup", |status| {
@@ -551,9 +556,10 @@ async fn restore_from_a_checkpoint(module: &str, name: &str) {
              before ({})",
             checkpointed.checkpoint_lsn
         );
-        assert!(
-            replayed < before.logged_lsn,
-            "replayed {replayed} records after lsn {restored}, not the {} from the start",
+        assert_eq!(
+            restored + replayed,
+            before.logged_lsn,
+            "replayed the {replayed} records after lsn {restored}, not the {} from the start",
             before.logged_lsn
         );
         assert!(
@@ -566,7 +572,14 @@ async fn restore_from_a_checkpoint(module: &str, name: &str) {
             table.contains("CHECKPOINT") && table.contains("checkpoint"),
             "{table}"
         );
-        finish_fault_free(feeder, reader).await;
+        // More input after the promotion, from a new client session.
+        let feeder = Feeder::start(patient_client(&cluster), pid);
+        feeder.wait_for(NUMBERS_BETWEEN_KILLS).await;
+        inputs.extend(feeder.finish().await);
+        let expected = running_totals(&inputs);
+        reader.wait_for(1 + expected.len()).await;
+        assert_fault_free(&reader.lines(), &expected);
+        reader.task.abort();
     })
     .await
     .expect("the test finishes in time");
@@ -651,4 +664,59 @@ async fn understudy_cli_table(client: &Client) -> String {
     let table = String::from_utf8(output.stdout).expect("UTF-8");
     assert_eq!(table.lines().count(), 1 + processes.len(), "{table}");
     table
+}
+
+/// How long guests/sleeper/sleeper.wat sleeps before echoing a chunk.
+const SLEEPER_NAP: Duration = Duration::from_millis(200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleep_is_honoured_and_survives_a_kill_of_the_primary_in_the_middle() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3);
+        cluster.leader().await;
+        let client = patient_client(&cluster);
+        let source = format!(
+            "{}/../../guests/sleeper/sleeper.wat",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let module = wat::parse_file(&source).expect("sleeper.wat assembles");
+        let pid = spawn_module(&client, module, "sleeper").await;
+        caught_up(&client, pid).await;
+        let reader = Reader::start(client.clone(), pid);
+        let sent = std::time::Instant::now();
+        client
+            .write_stdin(pid, "first\n", false)
+            .await
+            .expect("stdin accepted");
+        reader.wait_for(1).await;
+        assert!(
+            sent.elapsed() >= SLEEPER_NAP,
+            "the echo came after {:?}: the primary did not sleep",
+            sent.elapsed()
+        );
+        let before = caught_up(&client, pid).await;
+        // Logged and acknowledged, then the primary dies while it sleeps.
+        client
+            .write_stdin(pid, "second\n", false)
+            .await
+            .expect("stdin accepted");
+        cluster.kill(cluster.index_of(before.primary));
+        status_until(&client, pid, "a promoted backup", |status| {
+            status.epoch > before.epoch && status.state == "running"
+        })
+        .await;
+        reader.wait_for(2).await;
+        client
+            .write_stdin(pid, "", true)
+            .await
+            .expect("stdin closed");
+        status_until(&client, pid, "the sleeper's exit", |status| {
+            status.state == "exited"
+        })
+        .await;
+        assert_eq!(reader.lines(), vec!["first", "second"], "each echo once");
+        reader.task.abort();
+    })
+    .await
+    .expect("the test finishes in time");
 }

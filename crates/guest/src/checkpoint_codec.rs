@@ -198,6 +198,9 @@ const PHASE_EXITED: u8 = 2;
 const PHASE_UNWOUND: u8 = 3;
 const UNWOUND_IN_STDIN: u8 = 0;
 const UNWOUND_ON_REQUEST: u8 = 1;
+/// Never in a checkpoint a capture made (a sleeping guest is not quiescent);
+/// refused by the decoder.
+const UNWOUND_IN_SLEEP: u8 = 2;
 
 fn put_host(buffer: &mut BytesMut, host: &HostSnapshot) {
     let (phase, exit_code) = match host.phase {
@@ -212,6 +215,7 @@ fn put_host(buffer: &mut BytesMut, host: &HostSnapshot) {
         buffer.put_u8(match reason {
             UnwindReason::Stdin => UNWOUND_IN_STDIN,
             UnwindReason::Requested => UNWOUND_ON_REQUEST,
+            UnwindReason::Sleep => UNWOUND_IN_SLEEP,
         });
         put_bytes(buffer, stack);
     }
@@ -283,6 +287,11 @@ fn read_unwound(reader: &mut Reader<'_>) -> Result<GuestPhase, GuestError> {
     let reason = match reader.u8()? {
         UNWOUND_IN_STDIN => UnwindReason::Stdin,
         UNWOUND_ON_REQUEST => UnwindReason::Requested,
+        UNWOUND_IN_SLEEP => {
+            return Err(corrupt(
+                "a guest unwound in a sleep (its deadlines are not in checkpoints)".into(),
+            ))
+        }
         other => return Err(corrupt(format!("unwind reason {other}"))),
     };
     let stack = reader.bytes(GUEST_ASYNCIFY_STACK_BYTES_MAX)?;

@@ -42,6 +42,14 @@ pub enum RunOutcome {
     /// The command unwound at a host call after [`GuestInstance::request_unwind`]:
     /// quiescent, it can be checkpointed; `run` again to rewind and resume it.
     Unwound,
+    /// The guest waits in `poll_oneoff` for a deadline (it sleeps); `run` again
+    /// after about `nanos` nanoseconds (earlier is harmless: it waits again).
+    /// With Asyncify it is unwound there, but not checkpointable until the
+    /// sleep ends.
+    Sleeping {
+        /// Nanoseconds until the earliest deadline, by the live clock.
+        nanos: u64,
+    },
     /// The guest used up its fuel slice; `run` again to resume it.
     OutOfFuel,
     /// The guest trapped (or was killed by the epoch deadline): the instance is over.
@@ -137,6 +145,8 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             asyncify_phase: AsyncifyPhase::Normal,
             unwind_requested: false,
             monotonic_offset_nanos: 0,
+            pending_poll: None,
+            sleep_nanos: None,
             args,
             env,
             closed: [false; 3],
@@ -303,6 +313,8 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         shared.parked_in_stdin = false;
         shared.asyncify_phase = AsyncifyPhase::Normal;
         shared.unwind_requested = false;
+        shared.pending_poll = None;
+        shared.sleep_nanos = None;
     }
 
     /// Whether the guest exited, trapped, diverged or was killed.
@@ -365,7 +377,12 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         let mut context = Context::from_waker(Waker::noop());
         let (store, result) = match future.as_mut().poll(&mut context) {
             Poll::Pending if lock(&self.shared).parked_in_stdin => return Ok(RunOutcome::Blocked),
-            Poll::Pending => return Ok(RunOutcome::OutOfFuel),
+            Poll::Pending => {
+                if let Some(nanos) = lock(&self.shared).sleep_nanos {
+                    return Ok(RunOutcome::Sleeping { nanos });
+                }
+                return Ok(RunOutcome::OutOfFuel);
+            }
             Poll::Ready(ready) => ready,
         };
         self.state = State::Finished;
@@ -384,6 +401,9 @@ impl<L: InputLog + 'static> GuestInstance<L> {
                     return Ok(match reason {
                         UnwindReason::Stdin => RunOutcome::Blocked,
                         UnwindReason::Requested => RunOutcome::Unwound,
+                        UnwindReason::Sleep => RunOutcome::Sleeping {
+                            nanos: shared.sleep_nanos.unwrap_or(0),
+                        },
                     });
                 }
                 // Returning from _start is exit code 0; kept for a checkpoint.

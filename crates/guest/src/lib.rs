@@ -66,7 +66,8 @@
 //! kills runaway guests. Everything else the guest can see (args, environment, file
 //! descriptor table, clock resolution) is fixed at birth or constant; the monotonic
 //! clock is the source's reading plus a host-state offset, so after a failover it
-//! never goes backwards. `poll_oneoff` clock subscriptions fire at once.
+//! never goes backwards. `poll_oneoff` clock subscriptions are real sleeps whose
+//! ends are logged clock readings ([`RunOutcome::Sleeping`]; `wasi/poll.rs`).
 
 mod checkpoint;
 mod checkpoint_codec;

@@ -69,6 +69,11 @@ pub trait InputLog: Send {
     fn clock(&mut self, clock_id: u32, fuel_consumed: u64) -> Result<u64, GuestError>;
     /// `length` random bytes.
     fn random(&mut self, length: usize, fuel_consumed: u64) -> Result<Bytes, GuestError>;
+    /// Nanoseconds until clock `clock_id` reaches `deadline_nanos` (before the
+    /// monotonic offset), 0 once it has: whether a sleep still waits. Not an
+    /// observation (nothing is logged): the primary asks its live clock, a
+    /// replay answers 0 (the readings that ended the sleep are in the log).
+    fn sleep_remaining(&mut self, clock_id: u32, deadline_nanos: u64) -> u64;
     /// A reactor input record: the primary logs `record`; a backup checks it
     /// against its log.
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError>;
@@ -187,6 +192,10 @@ impl<I: HostInputs> InputLog for Recorder<I> {
         Ok(bytes)
     }
 
+    fn sleep_remaining(&mut self, clock_id: u32, deadline_nanos: u64) -> u64 {
+        deadline_nanos.saturating_sub(self.source.clock(clock_id))
+    }
+
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError> {
         let payload = Bytes::copy_from_slice(record);
         self.append(RecordKind::HandlerCall, payload, fuel_consumed);
@@ -291,6 +300,11 @@ impl Replayer {
 }
 
 impl InputLog for Replayer {
+    /// A replay never waits: the readings that ended the sleep come next.
+    fn sleep_remaining(&mut self, _clock_id: u32, _deadline_nanos: u64) -> u64 {
+        0
+    }
+
     fn read_stdin(&mut self, max: usize, fuel_consumed: u64) -> Result<StdinRead, GuestError> {
         let record = self.next(RecordKind::StdinData, fuel_consumed)?;
         if record.kind == RecordKind::StdinEof {
@@ -408,6 +422,10 @@ impl<I: HostInputs> InputLog for ReplayThenRecord<I> {
 
     fn clock(&mut self, clock_id: u32, fuel_consumed: u64) -> Result<u64, GuestError> {
         self.current().clock(clock_id, fuel_consumed)
+    }
+
+    fn sleep_remaining(&mut self, clock_id: u32, deadline_nanos: u64) -> u64 {
+        self.current().sleep_remaining(clock_id, deadline_nanos)
     }
 
     fn random(&mut self, length: usize, fuel_consumed: u64) -> Result<Bytes, GuestError> {

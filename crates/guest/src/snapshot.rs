@@ -91,10 +91,19 @@ impl<L: InputLog + 'static> GuestInstance<L> {
                 "the module recovers by replay, never from a checkpoint: {reason}"
             )));
         }
-        let (parked_in_stdin, asyncify_phase) = {
+        let (parked_in_stdin, asyncify_phase, sleeping) = {
             let shared = lock(&self.shared);
-            (shared.parked_in_stdin, shared.asyncify_phase)
+            let sleeping = shared.pending_poll.is_some();
+            (shared.parked_in_stdin, shared.asyncify_phase, sleeping)
         };
+        if sleeping {
+            // The deadlines of a sleep are host state a checkpoint does not
+            // carry: capture before the sleep (a requested unwind stops the
+            // guest at the call's entry) or after it.
+            return Err(GuestError::NotQuiescent(
+                "the guest sleeps in poll_oneoff".into(),
+            ));
+        }
         match &mut self.state {
             State::Running(_) if parked_in_stdin => Err(GuestError::NotQuiescent(
                 "a command parked in stdin needs Asyncify to be checkpointed".into(),

@@ -37,6 +37,9 @@ pub enum UnwindReason {
     Stdin,
     /// The host asked for it ([`crate::GuestInstance::request_unwind`]).
     Requested,
+    /// Its `poll_oneoff` waits for a deadline: it sleeps (never checkpointed
+    /// there, see `wasi/poll.rs`).
+    Sleep,
 }
 
 /// Where a command guest stands in the unwind protocol.

@@ -9,15 +9,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use understudy_pair::{Oseq, Output, Stream};
-use understudy_types::limits::{
-    GUEST_IO_BYTES_MAX, GUEST_POLL_SUBSCRIPTIONS_MAX, GUEST_TABLE_ELEMENTS_MAX,
-};
+use understudy_types::limits::{GUEST_IO_BYTES_MAX, GUEST_TABLE_ELEMENTS_MAX};
 use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Val, ValType};
 
 use crate::engine::{StateLayout, FUEL_TOTAL};
 use crate::record::{InputLog, StdinRead, CLOCK_MONOTONIC};
 use crate::unwind::{AsyncifyHandles, AsyncifyPhase, UnwindReason};
 use crate::GuestError;
+
+mod poll;
 
 /// The WASI preview 1 import module.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -70,6 +70,12 @@ pub(crate) struct Shared<L> {
     pub(crate) unwind_requested: bool,
     /// Added to the monotonic clock, so it never goes backwards across a failover.
     pub(crate) monotonic_offset_nanos: u64,
+    /// The deadlines of the `poll_oneoff` under way (see `poll`): fixed by its
+    /// first attempt, kept while it waits.
+    pub(crate) pending_poll: Option<Vec<poll::Deadline>>,
+    /// Set while the guest waits in `poll_oneoff`: nanoseconds left until its
+    /// earliest deadline, as the last attempt found.
+    pub(crate) sleep_nanos: Option<u64>,
     pub(crate) args: Vec<Vec<u8>>,
     pub(crate) env: Vec<Vec<u8>>,
     pub(crate) closed: [bool; 3],
@@ -517,43 +523,6 @@ fn random_get<L: InputLog>(
     Ok(ERRNO_SUCCESS)
 }
 
-/// `poll_oneoff`: clock subscriptions fire at once (a sleep observes nothing but
-/// the clock, which the guest reads through `clock_time_get`); fd subscriptions
-/// are `ENOSYS` for now.
-fn poll_oneoff<L>(
-    caller: &mut HostCaller<'_, L>,
-    input: i32,
-    output: i32,
-    count: i32,
-    nevents_ptr: i32,
-) -> i32 {
-    const SUBSCRIPTION_BYTES: usize = 48;
-    const EVENT_BYTES: usize = 32;
-    let count = count as u32 as usize;
-    if count == 0 || count > GUEST_POLL_SUBSCRIPTIONS_MAX {
-        return ERRNO_INVAL;
-    }
-    errno((|| {
-        let memory = memory(caller)?;
-        let data = memory.data_mut(caller);
-        let subscriptions = data[range(data, input, count * SUBSCRIPTION_BYTES)?].to_vec();
-        range(data, output, count * EVENT_BYTES)?;
-        for (index, subscription) in subscriptions.chunks_exact(SUBSCRIPTION_BYTES).enumerate() {
-            if subscription[8] != 0 {
-                return Err(ERRNO_NOSYS);
-            }
-            let mut event = [0u8; EVENT_BYTES];
-            event[0..8].copy_from_slice(&subscription[0..8]);
-            write_bytes(
-                data,
-                output.wrapping_add((index * EVENT_BYTES) as i32),
-                &event,
-            )?;
-        }
-        write_bytes(data, nevents_ptr, &(count as u32).to_le_bytes())
-    })())
-}
-
 fn proc_exit<L>(caller: &mut HostCaller<'_, L>, code: i32) -> wasmtime::Error {
     lock(&caller.data().shared.clone()).exit_code = Some(code);
     wasmtime::Error::msg(format!("proc_exit({code})"))
@@ -716,19 +685,11 @@ fn define_process<L: InputLog + 'static>(
             random_get(&mut caller, buffer, length)
         },
     )?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         m,
         "poll_oneoff",
-        |mut caller: HostCaller<'_, L>,
-         input: i32,
-         output: i32,
-         count: i32,
-         nevents: i32|
-         -> wasmtime::Result<i32> {
-            if asyncify_entry(&mut caller)? {
-                return Ok(0);
-            }
-            Ok(poll_oneoff(&mut caller, input, output, count, nevents))
+        |mut caller: HostCaller<'_, L>, params: (i32, i32, i32, i32)| {
+            Box::new(async move { poll::poll_oneoff(&mut caller, params).await })
         },
     )?;
     linker.func_wrap(m, "sched_yield", |mut caller: HostCaller<'_, L>| {

@@ -48,7 +48,9 @@ pub enum RecordKind {
     },
     /// Random bytes (payload: the bytes).
     Random,
-    /// A sleep ended.
+    /// Reserved, never produced: a `poll_oneoff` sleep is logged as the clock
+    /// readings that fix and end it (docs/pairs.md, "Sleeps"). Kept so that
+    /// the encoding of the kinds after it does not change.
     SleepDone,
     /// A reactor handler was called (payload: the record handed to it).
     HandlerCall,

@@ -219,6 +219,8 @@ struct Primary {
     stdin_offset: u64,
     stdin_closed: bool,
     needs_run: bool,
+    /// When a command sleeping in `poll_oneoff` is due to run again.
+    wake_at: Option<Instant>,
     exit_code: Option<i32>,
     exit_sent: bool,
     /// When the last heartbeat went out (one every HEARTBEAT_INTERVAL, also
@@ -341,6 +343,7 @@ impl Primary {
             stdin_offset: summary.stdin_offset,
             stdin_closed: summary.stdin_closed,
             needs_run: true,
+            wake_at: None,
             exit_code: None,
             exit_sent: false,
             last_heartbeat: Instant::now(),
@@ -390,7 +393,11 @@ impl Primary {
             let wait = if self.needs_run && self.exit_code.is_none() {
                 Duration::ZERO
             } else {
-                PRIMARY_TICK
+                self.wake_at.map_or(PRIMARY_TICK, |wake_at| {
+                    wake_at
+                        .saturating_duration_since(Instant::now())
+                        .min(PRIMARY_TICK)
+                })
             };
             match events.recv_timeout(wait) {
                 Ok(PrimaryEvent::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -402,6 +409,13 @@ impl Primary {
                     return;
                 }
                 self.handle(event);
+            }
+            if self
+                .wake_at
+                .is_some_and(|wake_at| wake_at <= Instant::now())
+            {
+                self.wake_at = None;
+                self.needs_run = true;
             }
             if self.needs_run && self.exit_code.is_none() && self.kind == ModuleKind::Command {
                 self.run_guest();
@@ -554,6 +568,12 @@ impl Primary {
             // Unwound: stopped at a host call on request (a checkpoint may
             // be taken now); the next run resumes it.
             Ok(RunOutcome::OutOfFuel) | Ok(RunOutcome::Unwound) => self.needs_run = true,
+            // Sleeping in poll_oneoff: run again when the deadline is due
+            // (stdin arriving meanwhile runs it earlier; it sleeps again).
+            Ok(RunOutcome::Sleeping { nanos }) => {
+                self.needs_run = false;
+                self.wake_at = Some(Instant::now() + Duration::from_nanos(nanos));
+            }
             Ok(RunOutcome::Exited(code)) => self.finish(code, format!("exited with code {code}")),
             Ok(RunOutcome::Trapped(trap)) => self.finish(134, format!("trapped: {trap}")),
             Err(error) => {

@@ -9,11 +9,19 @@
 //! `guests/running-total.wasm`. On the primary its inputs (a seeded random
 //! token and clock, then stdin numbers drawn from the simulation's RNG) are
 //! recorded and every record is handed to the pair core, which numbers it
-//! again (the two numberings are checked to agree), as is every output. A
-//! promoted backup restores its checkpoint (see `checkpoint.rs` for how
-//! memory is modelled), replays its durable records after it on a fresh
-//! instance, then goes live in the new epoch with lsns continuing; a new
-//! backup is paired later through `PrimaryLog::pair_with_new_backup`.
+//! again (the two numberings are checked to agree), as is every output.
+//! Checkpoints are the guest crate's real ones, taken and folded as a node
+//! does (`checkpoint.rs`): the primary captures the guest (incremental, every
+//! few a full one) with its unconfirmed outputs, the core ships the encoded
+//! bytes, the backup folds complete ones into a `CheckpointImage`. A promoted
+//! backup restores a fresh instance from that image
+//! (`GuestInstance::restore`), replays its durable records after it, offers
+//! the checkpoint's held outputs and the regenerated ones to the store, then
+//! goes live in the new epoch with lsns continuing; a new backup is paired
+//! later from a full checkpoint (`PrimaryLog::pair_with_new_backup_from`).
+//! The primary runs its guest in fuel slices and may stop between two
+//! (`run.rs`), so a checkpoint is sometimes captured in the middle of a line,
+//! after an unwind the primary requested.
 //!
 //! Checked: every output is released only after the record it depends on is
 //! durable at the backup (at each release); a former primary's release
@@ -21,27 +29,32 @@
 //! the store holds every oseq the promoted backup regenerated (no output
 //! lost); the output store never sees the same oseq with different bytes, nor
 //! a stale epoch's output the current epoch did not produce; at the end the
-//! backup's checkpoint and records are exactly the primary's log, the
-//! reader's stream equals a fault-free run (a fresh guest replaying that log),
-//! and every stdin input acknowledged to its client is in it.
+//! backup's records are exactly the primary's log after its image, the
+//! reader's stream equals a fault-free run (a fresh guest replaying the whole
+//! log from lsn 1), the guest's memory and globals — on the primary, and
+//! restored from the backup's image plus its records — equal that fault-free
+//! guest's, and every stdin input acknowledged to its client is in the log.
 //!
 //! Simplifications: one pid; the coordinator's compare-and-set always lets
 //! the backup win, and a primary is crashed only while its backup is caught
 //! up (the coordinator never promotes a backup that is still catching up: it
 //! may lack what was released before it was paired); the output store
-//! confirms an output the moment it arrives.
+//! confirms an output the moment it arrives. The log from lsn 1 that each
+//! primary's state stands for is kept by the simulation as its oracle (a node
+//! keeps only what follows its checkpoint); no node reads it to recover.
 
 mod backup;
 mod checkpoint;
 mod finish;
 mod guest;
 mod network;
+mod run;
 mod stale;
 
 use backup::BackupNode;
 use bytes::Bytes;
-use checkpoint::{Archive, SimCheckpoint};
-use guest::{new_guest, push_stdin, run_guest, Guest, SimInputs};
+use checkpoint::{is_mid_run, CheckpointSchedule};
+use guest::{new_guest, push_stdin, restore_guest, run_guest, run_until_waiting, Guest, SimInputs};
 use network::{InFlight, Link};
 use rand::RngCore;
 use rand::{Rng, SeedableRng};
@@ -105,8 +118,18 @@ pub struct PairsReport {
     pub repairings: u64,
     /// Checkpoints taken by primaries.
     pub checkpoints: u64,
+    /// Of those, full ones (the rest are incremental).
+    pub full_checkpoints: u64,
+    /// Of those, captured in the middle of a stdin line (after an unwind the
+    /// primary requested).
+    pub mid_run_checkpoints: u64,
     /// Promotions that restored a checkpoint rather than replaying from lsn 1.
     pub restored_from_checkpoint: u64,
+    /// Of those, restores of an image with incremental checkpoints applied on
+    /// top of its full one.
+    pub restored_after_incremental: u64,
+    /// Of those, restores of a guest captured in the middle of a line.
+    pub restored_mid_run: u64,
     /// Outputs a former primary's releases offered after its epoch ended
     /// (repeats of regenerated ones, or refused as stale).
     pub late_releases: u64,
@@ -118,8 +141,15 @@ pub struct PairsReport {
 struct PrimaryNode {
     log: PrimaryLog,
     guest: Guest,
-    /// Every record the guest observed, from lsn 1 (replayed, then live).
+    /// The simulation's oracle: the log from lsn 1 that the guest's state
+    /// stands for (what a restored checkpoint covers, then what the guest
+    /// replayed and logged live). The node itself never reads it.
     history: Vec<Record>,
+    /// When the guest is checkpointed next, and what was taken.
+    checkpoints: CheckpointSchedule,
+    /// The guest is in the middle of a stdin line (it stopped after a fuel
+    /// slice, or unwound on request): it runs on at the next step.
+    running: bool,
     /// The last oseq the guest wrote.
     last_oseq: Oseq,
     /// Outputs written and not yet confirmed by the output store: what a
@@ -160,7 +190,6 @@ struct World {
     to_store: Link<(Epoch, Output)>,
     /// The released output (the reader's view).
     store: OutputStore,
-    archive: Archive,
     report: PairsReport,
     /// Stdin records whose clients got their acknowledgement.
     acknowledged_inputs: Vec<(Lsn, Bytes)>,
@@ -170,8 +199,13 @@ fn primary_config(bug: Option<PairsBug>) -> PrimaryConfig {
     PrimaryConfig {
         append_records_max: 8,
         retransmit_ticks: 4,
-        checkpoint_chunk_bytes: 256,
-        catch_up_bytes_per_tick: 2048,
+        // A full checkpoint of running-total is about 13 KiB (three non-zero
+        // 4 KiB pages, globals, host state, held outputs), an incremental one
+        // a page or two: a few chunks each, every chunk one disk write on the
+        // backup. A new backup's catch-up gets about a chunk per tick, so it
+        // takes several ticks and the throttle is exercised.
+        checkpoint_chunk_bytes: 4096,
+        catch_up_bytes_per_tick: 4096,
         deliberate_bugs: DeliberateBugs {
             release_before_acknowledgement: bug == Some(PairsBug::ReleaseBeforeAck),
         },
@@ -235,22 +269,37 @@ impl PrimaryNode {
         self.history.push(record.clone());
     }
 
-    /// Feeds a stdin line to the guest and runs it until it parks.
+    /// Feeds a stdin line to the guest and runs it until it parks (a former
+    /// primary cut off by a partition).
     fn feed_stdin(&mut self, line: Bytes, now: u64, violations: &mut Vec<String>) {
         if self.guest.is_finished() {
             return;
         }
         push_stdin(&mut self.guest, line);
-        match run_guest(&mut self.guest) {
-            Ok((records, outputs)) => {
-                self.hand_over(&records, outputs, violations);
-                for record in records {
-                    if record.kind == RecordKind::StdinData {
-                        self.waiting_inputs.push((record.lsn, record.payload));
-                    }
-                }
+        self.run_until_parked(now, violations);
+    }
+
+    /// Runs the guest until it waits for stdin, through any fuel slices and
+    /// requested unwinds.
+    fn run_until_parked(&mut self, now: u64, violations: &mut Vec<String>) {
+        self.running = false;
+        if let Err(error) = run_until_waiting(&mut self.guest) {
+            violations.push(format!("step {now}: {error}"));
+        }
+        self.pump(violations);
+    }
+
+    /// Hands what the guest logged and wrote since the last time to the core.
+    fn pump(&mut self, violations: &mut Vec<String>) {
+        let records = self
+            .guest
+            .with_inputs(|inputs| inputs.recorder_mut().take_records());
+        let outputs = self.guest.take_outputs();
+        self.hand_over(&records, outputs, violations);
+        for record in records {
+            if record.kind == RecordKind::StdinData {
+                self.waiting_inputs.push((record.lsn, record.payload));
             }
-            Err(error) => violations.push(format!("step {now}: {error}")),
         }
     }
 
@@ -291,6 +340,8 @@ impl World {
                 log: PrimaryLog::new(PID, Epoch(1), Lsn(0), Oseq(0), primary_config(bug)),
                 guest: new_guest(Vec::new(), source, Epoch(1)),
                 history: Vec::new(),
+                checkpoints: CheckpointSchedule::none(),
+                running: false,
                 last_oseq: Oseq(0),
                 unconfirmed: VecDeque::new(),
                 waiting_inputs: Vec::new(),
@@ -303,7 +354,6 @@ impl World {
             to_primary: Link::new(),
             to_store: Link::new(),
             store: OutputStore::new(),
-            archive: Archive::new(),
             report: PairsReport::default(),
             acknowledged_inputs: Vec::new(),
         };
@@ -321,11 +371,13 @@ impl World {
 
     fn step(&mut self) {
         self.now += 1;
+        if self.primary.running {
+            self.run_primary();
+        }
         let action = self.random.gen_range(0..200);
         if action < 50 {
             let line = Bytes::from(format!("{}\n", self.random.gen_range(0..1000u64)));
-            self.primary
-                .feed_stdin(line, self.now, &mut self.report.violations);
+            self.feed_primary(line);
         } else if action < 54 {
             self.fail_over(false);
             return;
@@ -465,47 +517,6 @@ impl World {
         }
     }
 
-    /// At a quiescent point (the guest parked in stdin) the primary captures
-    /// a checkpoint: its memory stands in the archive, the outputs the store
-    /// has not confirmed go in the checkpoint (unless the bug drops them).
-    fn take_checkpoint(&mut self) {
-        let primary = &mut self.primary;
-        let after_lsn = primary.log.logged();
-        let newest = primary
-            .log
-            .checkpoint_in_flight()
-            .unwrap_or(Lsn(0))
-            .max(primary.log.checkpoint_lsn());
-        if after_lsn == Lsn(0) || after_lsn <= newest || primary.guest.is_finished() {
-            return;
-        }
-        let unreleased = if self.bug == Some(PairsBug::CheckpointWithoutUnreleased) {
-            Vec::new()
-        } else {
-            primary.unconfirmed.iter().cloned().collect()
-        };
-        let checkpoint = SimCheckpoint {
-            epoch: primary.log.epoch(),
-            after_lsn,
-            last_oseq: primary.last_oseq,
-            unreleased,
-        };
-        let Some(memory) = primary.history.get(..after_lsn.0 as usize) else {
-            let violation = format!("step {}: the history is shorter than the log", self.now);
-            self.report.violations.push(violation);
-            return;
-        };
-        self.archive
-            .insert((checkpoint.epoch, after_lsn), memory.to_vec());
-        match primary.log.checkpoint(after_lsn, checkpoint.encode()) {
-            Ok(()) => self.report.checkpoints += 1,
-            Err(error) => self
-                .report
-                .violations
-                .push(format!("step {}: checkpoint refused: {error}", self.now)),
-        }
-    }
-
     /// The backup's node dies; the coordinator places a new one later.
     fn crash_backup(&mut self) {
         if self.backup.take().is_none() {
@@ -518,10 +529,15 @@ impl World {
 
     /// The coordinator placed a new backup: the primary catches it up.
     fn pair_new_backup(&mut self) {
-        if let Err(error) = self.primary.log.pair_with_new_backup() {
-            let violation = format!("step {}: pairing refused: {error}", self.now);
-            self.report.violations.push(violation);
-            return;
+        match self.pair_from_checkpoint() {
+            Ok(true) => {}
+            // The guest unwinds first; the pairing happens there.
+            Ok(false) => return,
+            Err(error) => {
+                let violation = format!("step {}: pairing refused: {error}", self.now);
+                self.report.violations.push(violation);
+                return;
+            }
         }
         self.report.repairings += 1;
         self.backup = Some(BackupNode::new(self.epoch));
@@ -573,31 +589,31 @@ impl World {
         }
     }
 
-    /// The promoted backup's new primary: restore the checkpoint, replay the
-    /// records after it (outputs regenerated and offered to the store), then
-    /// hand what the guest did live to a core without a backup.
+    /// The promoted backup's new primary: restore the checkpoint image, replay
+    /// the records after it (outputs regenerated and offered to the store
+    /// with the checkpoint's held ones), then hand what the guest did live to
+    /// a core without a backup.
     fn promote(&mut self, backup: &BackupNode, new_epoch: Epoch) -> PrimaryNode {
-        let (checkpoint, mut log) = self.restore(backup);
-        log.extend(backup.durable.iter().cloned());
-        let last_lsn = log.last().map_or(Lsn(0), |record| record.lsn);
-        let source = SimInputs::new(self.random.next_u64());
-        let mut guest = new_guest(log.clone(), source, new_epoch);
+        let image_lsn = backup.image_lsn();
+        let replayed = backup.durable.clone();
+        let last_lsn = replayed.last().map_or(image_lsn, |record| record.lsn);
+        let history = self.promoted_history(image_lsn, &replayed);
+        let mut guest = self.restore(backup, new_epoch, &history);
         let (records, outputs) = run_guest(&mut guest).unwrap_or_else(|error| {
             let violation = format!("step {}: promoted guest: {error}", self.now);
             self.report.violations.push(violation);
             (Vec::new(), Vec::new())
         });
-        let checkpoint_oseq = checkpoint.as_ref().map_or(Oseq(0), |c| c.last_oseq);
         // Outputs up to the checkpoint's oseq are inside its memory: only the
-        // unreleased ones it carries come back. Later ones that depend only on
-        // durable records are regenerated with the oseqs and bytes of the
-        // first time.
-        let mut offered: Vec<Output> = checkpoint.map(|c| c.unreleased).unwrap_or_default();
-        let (regenerated, live): (Vec<Output>, Vec<Output>) = outputs
+        // held ones it carries come back (first among the outputs). Later ones
+        // that depend only on durable records are regenerated with the oseqs
+        // and bytes of the first time; the rest the guest wrote live.
+        let checkpoint_oseq = backup.image.as_ref().map_or(Oseq(0), |image| {
+            Oseq(image.host().next_oseq.0.saturating_sub(1))
+        });
+        let (offered, live): (Vec<Output>, Vec<Output>) = outputs
             .into_iter()
-            .filter(|output| output.oseq > checkpoint_oseq)
             .partition(|output| output.depends_on <= last_lsn);
-        offered.extend(regenerated);
         for output in &offered {
             self.offer_to_store(new_epoch, output);
         }
@@ -612,18 +628,25 @@ impl World {
                 self.store.next_oseq().0
             ));
         }
-        let replayed = backup.durable.clone();
         let mut primary = PrimaryNode {
-            log: PrimaryLog::promoted(
+            // The node's promoted primary keeps no checkpoint bytes: a new
+            // backup starts from a full checkpoint captured then.
+            log: PrimaryLog::resumed(
                 PID,
                 new_epoch,
-                backup.checkpoint.clone(),
+                image_lsn,
                 replayed,
                 last_oseq,
                 primary_config(self.bug),
             ),
             guest,
-            history: log,
+            history,
+            checkpoints: CheckpointSchedule {
+                last_lsn: image_lsn,
+                since_full: 0,
+            },
+            // run_guest ran it until it waits for stdin.
+            running: false,
             last_oseq,
             unconfirmed: VecDeque::new(),
             waiting_inputs: Vec::new(),
@@ -633,35 +656,50 @@ impl World {
         primary
     }
 
-    /// Decodes the backup's checkpoint and finds the memory it stands for.
-    fn restore(&mut self, backup: &BackupNode) -> (Option<SimCheckpoint>, Vec<Record>) {
-        let Some((after_lsn, data)) = &backup.checkpoint else {
-            return (None, Vec::new());
-        };
-        let restored = SimCheckpoint::decode(data.clone()).and_then(|checkpoint| {
-            if checkpoint.after_lsn != *after_lsn {
-                return Err(format!(
-                    "checkpoint {} says {}",
-                    after_lsn.0, checkpoint.after_lsn.0
-                ));
-            }
-            let memory = self
-                .archive
-                .get(&(checkpoint.epoch, *after_lsn))
-                .cloned()
-                .ok_or_else(|| format!("no memory for checkpoint {}", after_lsn.0))?;
-            Ok((checkpoint, memory))
+    /// The oracle's log of a promoted primary: the current primary's log up
+    /// to the backup's image (whose checkpoints it took), then the backup's
+    /// records.
+    fn promoted_history(&mut self, image_lsn: Lsn, replayed: &[Record]) -> Vec<Record> {
+        let covered = self.primary.history.get(..image_lsn.0 as usize);
+        let mut history = covered.map(<[Record]>::to_vec).unwrap_or_else(|| {
+            let violation = format!(
+                "step {}: the backup's image is at lsn {}, beyond the primary's log ({} records)",
+                self.now,
+                image_lsn.0,
+                self.primary.history.len()
+            );
+            self.report.violations.push(violation);
+            Vec::new()
         });
-        match restored {
-            Ok((checkpoint, memory)) => {
+        history.extend(replayed.iter().cloned());
+        history
+    }
+
+    /// A guest restored from the backup's image that replays its durable
+    /// records after it (from lsn 1 without an image). A restore the guest
+    /// crate refuses is a violation; the simulation then goes on with a guest
+    /// replaying the oracle's whole log, so that one fault is reported once.
+    fn restore(&mut self, backup: &BackupNode, new_epoch: Epoch, history: &[Record]) -> Guest {
+        let source = SimInputs::new(self.random.next_u64());
+        let Some(image) = &backup.image else {
+            return new_guest(backup.durable.clone(), source, new_epoch);
+        };
+        match restore_guest(image, backup.durable.clone(), source, new_epoch) {
+            Ok(guest) => {
                 self.report.restored_from_checkpoint += 1;
-                (Some(checkpoint), memory)
+                if backup.incremental_in_image {
+                    self.report.restored_after_incremental += 1;
+                }
+                if is_mid_run(&image.host().phase) {
+                    self.report.restored_mid_run += 1;
+                }
+                guest
             }
             Err(error) => {
-                self.report
-                    .violations
-                    .push(format!("step {}: restore: {error}", self.now));
-                (None, Vec::new())
+                let violation = format!("step {}: restore: {error}", self.now);
+                self.report.violations.push(violation);
+                let source = SimInputs::new(self.random.next_u64());
+                new_guest(history.to_vec(), source, new_epoch)
             }
         }
     }

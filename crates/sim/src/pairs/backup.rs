@@ -1,10 +1,16 @@
 //! The simulated backup node: the real `BackupLog` core and a disk that
-//! finishes writes (records and checkpoint chunks) in order, late.
+//! finishes writes (records and checkpoint chunks) in order, late. A
+//! checkpoint whose chunks are all written is decoded and folded into the
+//! node's `CheckpointImage` (what a promotion restores); one that does not
+//! decode or does not follow the image is not kept and not acknowledged, as
+//! on a node — and reported, since the simulated primary keeps chains whole.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
+use understudy_guest::{Checkpoint, CheckpointImage};
 use understudy_pair::{BackupLog, Command, Epoch, Lsn, Record};
 
+use super::checkpoint::fold;
 use super::PID;
 
 /// A write the disk has not finished.
@@ -22,11 +28,15 @@ enum DiskWrite {
 pub(super) struct BackupNode {
     pub(super) log: BackupLog,
     disk_queue: VecDeque<DiskWrite>,
-    /// Durable records after the checkpoint (older ones are dropped once a
+    /// Durable records after the image (older ones are dropped once a
     /// checkpoint covers them, as the protocol allows).
     pub(super) durable: Vec<Record>,
-    /// The newest complete, durable checkpoint: its lsn and bytes.
-    pub(super) checkpoint: Option<(Lsn, Bytes)>,
+    /// The complete, durable checkpoints folded in order: the guest's state
+    /// as of the newest one.
+    pub(super) image: Option<CheckpointImage>,
+    /// Whether an incremental checkpoint was applied to the image since its
+    /// full one.
+    pub(super) incremental_in_image: bool,
     /// The checkpoint being written.
     assembling: Option<(Lsn, Vec<u8>)>,
 }
@@ -38,7 +48,8 @@ impl BackupNode {
             log: BackupLog::new(PID, epoch, Lsn(0)),
             disk_queue: VecDeque::new(),
             durable: Vec::new(),
-            checkpoint: None,
+            image: None,
+            incremental_in_image: false,
             assembling: None,
         }
     }
@@ -46,10 +57,15 @@ impl BackupNode {
     /// Every lsn up to this one is durable here, as a record or inside the
     /// checkpoint.
     pub(super) fn durable_through(&self) -> Lsn {
-        let checkpoint = self.checkpoint.as_ref().map_or(Lsn(0), |(lsn, _)| *lsn);
+        let image_lsn = self.image_lsn();
         self.durable
             .last()
-            .map_or(checkpoint, |record| record.lsn.max(checkpoint))
+            .map_or(image_lsn, |record| record.lsn.max(image_lsn))
+    }
+
+    /// The lsn the image is at (0 without one).
+    pub(super) fn image_lsn(&self) -> Lsn {
+        self.image.as_ref().map_or(Lsn(0), CheckpointImage::lsn)
     }
 
     pub(super) fn disk_idle(&self) -> bool {
@@ -125,13 +141,31 @@ impl BackupNode {
         assembling.1.extend_from_slice(data);
         let end = assembling.1.len() as u64;
         if end == total_bytes {
-            let bytes = Bytes::from(std::mem::take(&mut assembling.1));
+            let bytes = std::mem::take(&mut assembling.1);
             self.assembling = None;
-            self.checkpoint = Some((after_lsn, bytes));
-            // The checkpoint covers these: the disk drops them.
-            self.durable.retain(|record| record.lsn > after_lsn);
+            if let Err(error) = self.complete_checkpoint(after_lsn, &bytes) {
+                // Not acknowledged: the core never counts it durable.
+                return Some(format!(
+                    "the backup cannot keep the checkpoint after lsn {}: {error}",
+                    after_lsn.0
+                ));
+            }
         }
         self.log.handle_checkpoint_persisted(after_lsn, end);
         None
+    }
+
+    /// A whole checkpoint is on disk: decode it, fold it into the image, drop
+    /// the records it covers. A refusal leaves image and records unchanged.
+    fn complete_checkpoint(&mut self, after_lsn: Lsn, bytes: &[u8]) -> Result<(), String> {
+        let checkpoint = Checkpoint::decode(bytes).map_err(|error| error.to_string())?;
+        if checkpoint.lsn != after_lsn {
+            return Err(format!("it says lsn {}", checkpoint.lsn.0));
+        }
+        fold(&mut self.image, &checkpoint)?;
+        self.incremental_in_image = !checkpoint.full;
+        // The checkpoint covers these: the disk drops them.
+        self.durable.retain(|record| record.lsn > after_lsn);
+        Ok(())
     }
 }

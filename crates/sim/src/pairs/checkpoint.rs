@@ -1,126 +1,293 @@
-//! What a simulated checkpoint holds, and its encoding.
+//! Real checkpoints of the simulated guest, taken and kept as a node does
+//! (`crates/node/src/process/primary.rs` and `backup.rs`).
 //!
-//! Simplification (documented in docs/simulator.md): the guest crate's real
-//! capture and restore of memory are not used here. A checkpoint is encoded as
-//! `(epoch, after_lsn, last_oseq, unreleased outputs)`; the guest's memory at
-//! that point is stood in for by the log prefix up to `after_lsn`, which the
-//! simulation keeps in an *archive* keyed by `(epoch, after_lsn)`. A promoted
-//! backup rebuilds the guest by replaying that prefix (discarding the outputs
-//! the prefix regenerates: they are inside the checkpoint's memory), takes the
-//! unreleased outputs from the decoded checkpoint alone, and replays only the
-//! records after `after_lsn` from its own log. So an output missing from the
-//! checkpoint is lost for good, as it would be with a real restore.
+//! The primary captures the guest with `GuestInstance::checkpoint_with` at a
+//! quiescent point — running-total unwound by Asyncify in its stdin read, or
+//! in the middle of a line at a host call after an unwind it requested (see
+//! `run.rs`) — with the outputs the output store has not confirmed as held
+//! outputs (the `checkpoint-without-unreleased` bug passes none). A
+//! checkpoint is incremental (the 4 KiB pages changed since the previous
+//! one); every [`FULL_CHECKPOINT_EVERY`]th one and the one each new backup
+//! starts from are full. It is taken only while the backup is caught up and has completed the
+//! previous one, so the chain a backup folds never has a hole. The core ships
+//! the `encode()`d bytes in chunks; the backup decodes a complete checkpoint
+//! and folds it into its `CheckpointImage` ([`fold`]); a promotion restores
+//! that image with `GuestInstance::restore` and replays the records after it.
+//! Nothing about the guest's state is modelled: the promoted guest has only
+//! what the checkpoint bytes carried.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::collections::BTreeMap;
-use understudy_pair::{Epoch, Lsn, Oseq, Output, Record, Stream};
+use super::{PairsBug, PrimaryNode, World};
+use bytes::Bytes;
+use understudy_guest::{Checkpoint, CheckpointImage, GuestPhase, UnwindReason};
+use understudy_pair::{BackupState, Lsn};
 
-/// The content of a simulated checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct SimCheckpoint {
-    /// The epoch of the primary that took it (with `after_lsn`, the archive's
-    /// key).
-    pub(super) epoch: Epoch,
-    /// The last record it includes.
-    pub(super) after_lsn: Lsn,
-    /// The last oseq the guest had written.
-    pub(super) last_oseq: Oseq,
-    /// Outputs the output store had not confirmed, oldest first.
-    pub(super) unreleased: Vec<Output>,
+/// Every this many checkpoints one is full (the node's rule, with a shorter
+/// period than the node's 16 so that a seed of a few hundred steps folds
+/// chains that both start anew and grow).
+pub(super) const FULL_CHECKPOINT_EVERY: u64 = 4;
+
+/// When a primary checkpoints, and what it took (the node's `Checkpoints`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CheckpointSchedule {
+    /// The lsn of the newest checkpoint taken (or restored); 0: none, and the
+    /// core keeps every record from lsn 1.
+    pub(super) last_lsn: Lsn,
+    /// Checkpoints taken since the last full one.
+    pub(super) since_full: u64,
 }
 
-/// The log prefixes standing in for checkpointed memory.
-pub(super) type Archive = BTreeMap<(Epoch, Lsn), Vec<Record>>;
-
-impl SimCheckpoint {
-    /// `epoch, after_lsn, last_oseq, count` (u64 LE each), then per output
-    /// `oseq, depends_on` (u64 LE), `stream` (u8: 1 stdout, 2 stderr),
-    /// `length` (u32 LE) and the bytes.
-    pub(super) fn encode(&self) -> Bytes {
-        let mut bytes = BytesMut::new();
-        bytes.put_u64_le(self.epoch.0);
-        bytes.put_u64_le(self.after_lsn.0);
-        bytes.put_u64_le(self.last_oseq.0);
-        bytes.put_u64_le(self.unreleased.len() as u64);
-        for output in &self.unreleased {
-            bytes.put_u64_le(output.oseq.0);
-            bytes.put_u64_le(output.depends_on.0);
-            bytes.put_u8(match output.stream {
-                Stream::Stdout => 1,
-                Stream::Stderr => 2,
-            });
-            bytes.put_u32_le(output.bytes.len() as u32);
-            bytes.put_slice(&output.bytes);
+impl CheckpointSchedule {
+    /// A guest that was not checkpointed or restored yet.
+    pub(super) fn none() -> CheckpointSchedule {
+        CheckpointSchedule {
+            last_lsn: Lsn(0),
+            since_full: 0,
         }
-        bytes.freeze()
     }
 
-    /// Decodes [`SimCheckpoint::encode`]'s bytes, checking every length first.
-    pub(super) fn decode(mut bytes: Bytes) -> Result<SimCheckpoint, String> {
-        let truncated = || "a truncated checkpoint".to_string();
-        if bytes.remaining() < 32 {
-            return Err(truncated());
+    /// A checkpoint after `lsn` was handed to the core.
+    fn taken(&mut self, lsn: Lsn, full: bool) {
+        self.last_lsn = lsn;
+        self.since_full = if full { 0 } else { self.since_full + 1 };
+    }
+}
+
+/// Applies `checkpoint` to `image`: a full checkpoint starts a new image, an
+/// incremental one must follow the image (number and lsn). A refused one
+/// leaves the image as it was (the node's rule: the checkpoint is then not
+/// kept and not acknowledged).
+pub(super) fn fold(
+    image: &mut Option<CheckpointImage>,
+    checkpoint: &Checkpoint,
+) -> Result<(), String> {
+    if checkpoint.full {
+        *image = Some(CheckpointImage::from_full(checkpoint).map_err(|error| error.to_string())?);
+        return Ok(());
+    }
+    let Some(image) = image else {
+        return Err(format!(
+            "incremental checkpoint {} without an image to apply it to",
+            checkpoint.number
+        ));
+    };
+    image.apply(checkpoint).map_err(|error| error.to_string())
+}
+
+/// Whether a checkpoint with this phase caught the guest in the middle of a
+/// line (unwound on request, not waiting for stdin).
+pub(super) fn is_mid_run(phase: &GuestPhase) -> bool {
+    matches!(
+        phase,
+        GuestPhase::Unwound {
+            reason: UnwindReason::Requested,
+            ..
         }
-        let epoch = Epoch(bytes.get_u64_le());
-        let after_lsn = Lsn(bytes.get_u64_le());
-        let last_oseq = Oseq(bytes.get_u64_le());
-        let count = bytes.get_u64_le();
-        let mut unreleased = Vec::new();
-        for _ in 0..count {
-            if bytes.remaining() < 21 {
-                return Err(truncated());
+    )
+}
+
+impl PrimaryNode {
+    /// Whether the guest is in the middle of a line and not unwound: no
+    /// checkpoint can be captured now. If so it is asked to unwind at its
+    /// next host call (the node's rule), where the capture happens.
+    fn stop_for_capture(&mut self, violations: &mut Vec<String>) -> bool {
+        if !self.running || self.guest.is_unwound() {
+            return false;
+        }
+        if let Err(error) = self.guest.request_unwind() {
+            violations.push(format!("unwind refused: {error}"));
+        }
+        true
+    }
+
+    /// Captures the guest now, holding the outputs the store has not
+    /// confirmed (none with the `checkpoint-without-unreleased` bug); with
+    /// `full`, every non-zero page. The checkpoint must be at the lsn the core
+    /// logged last (the guest's numbering and the core's agree).
+    fn capture(&mut self, full: bool, bug: Option<PairsBug>) -> Result<Checkpoint, String> {
+        let held = if bug == Some(PairsBug::CheckpointWithoutUnreleased) {
+            Vec::new()
+        } else {
+            self.unconfirmed.iter().cloned().collect()
+        };
+        let checkpoint = self
+            .guest
+            .checkpoint_with(Bytes::new(), held, full)
+            .map_err(|error| format!("capture refused: {error}"))?;
+        if checkpoint.lsn != self.log.logged() {
+            return Err(format!(
+                "the checkpoint is at lsn {}, the core logged up to {}",
+                checkpoint.lsn.0,
+                self.log.logged().0
+            ));
+        }
+        Ok(checkpoint)
+    }
+}
+
+impl World {
+    /// The primary captures a checkpoint and hands it to the core, if one is
+    /// due: records were logged since the last, the backup is caught up and
+    /// has completed the previous one (an incremental checkpoint only makes
+    /// sense on top of it). The guest must be quiescent — unwound in stdin or
+    /// at a host call; in the middle of a line it is asked to unwind first.
+    pub(super) fn take_checkpoint(&mut self) {
+        let primary = &mut self.primary;
+        let logged = primary.log.logged();
+        let ready = primary.log.backup_state() == BackupState::CaughtUp
+            && primary.log.checkpoint_in_flight().is_none();
+        if logged <= primary.checkpoints.last_lsn || !ready || primary.guest.is_finished() {
+            return;
+        }
+        if primary.stop_for_capture(&mut self.report.violations) {
+            return;
+        }
+        let full = primary.checkpoints.since_full + 1 >= FULL_CHECKPOINT_EVERY;
+        let shipped = primary.capture(full, self.bug).and_then(|checkpoint| {
+            let kind = (checkpoint.full, is_mid_run(&checkpoint.host.phase));
+            primary
+                .log
+                .checkpoint(logged, checkpoint.encode())
+                .map(|()| kind)
+                .map_err(|error| format!("the core refused a checkpoint: {error}"))
+        });
+        match shipped {
+            Ok((full, mid_run)) => {
+                primary.checkpoints.taken(logged, full);
+                self.count_checkpoint(full, mid_run);
             }
-            let oseq = Oseq(bytes.get_u64_le());
-            let depends_on = Lsn(bytes.get_u64_le());
-            let stream = match bytes.get_u8() {
-                1 => Stream::Stdout,
-                2 => Stream::Stderr,
-                other => return Err(format!("checkpoint output stream {other}")),
-            };
-            let length = bytes.get_u32_le() as usize;
-            if bytes.remaining() < length {
-                return Err(truncated());
-            }
-            unreleased.push(Output {
-                oseq,
-                stream,
-                bytes: bytes.split_to(length),
-                depends_on,
-            });
+            // The guest is quiescent here: a refusal is a bug.
+            Err(error) => self
+                .report
+                .violations
+                .push(format!("step {}: {error}", self.now)),
         }
-        if bytes.has_remaining() {
-            return Err("bytes after the checkpoint".to_string());
+    }
+
+    /// Pairs the core with a new, empty backup as a node does: from a full
+    /// checkpoint captured now (the newest one may be incremental, which the
+    /// new backup could not apply), or from lsn 1 while no checkpoint was
+    /// taken or restored and the core still keeps every record. Returns
+    /// false if the guest is in the middle of a line: it was asked to unwind,
+    /// and the pairing happens there.
+    pub(super) fn pair_from_checkpoint(&mut self) -> Result<bool, String> {
+        let primary = &mut self.primary;
+        let logged = primary.log.logged();
+        let from_start = primary.checkpoints.last_lsn == Lsn(0);
+        if logged == Lsn(0) && from_start {
+            primary
+                .log
+                .pair_with_new_backup()
+                .map_err(|error| error.to_string())?;
+            return Ok(true);
         }
-        Ok(SimCheckpoint {
-            epoch,
-            after_lsn,
-            last_oseq,
-            unreleased,
-        })
+        if primary.stop_for_capture(&mut self.report.violations) {
+            return Ok(false);
+        }
+        let checkpoint = primary.capture(true, self.bug)?;
+        let mid_run = is_mid_run(&checkpoint.host.phase);
+        primary
+            .log
+            .pair_with_new_backup_from(logged, checkpoint.encode())
+            .map_err(|error| error.to_string())?;
+        primary.checkpoints.taken(logged, true);
+        self.count_checkpoint(true, mid_run);
+        Ok(true)
+    }
+
+    fn count_checkpoint(&mut self, full: bool, mid_run: bool) {
+        self.report.checkpoints += 1;
+        if full {
+            self.report.full_checkpoints += 1;
+        }
+        if mid_run {
+            self.report.mid_run_checkpoints += 1;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::guest::{new_guest, push_stdin, restore_guest, run_guest, SimInputs};
     use super::*;
+    use understudy_pair::Epoch;
+
+    /// A chain of a full and two incremental checkpoints, encoded and decoded
+    /// as they travel, folds into an image that restores the guest exactly:
+    /// the restored guest's memory equals the original's, and fed the same
+    /// next line it prints the same running total.
+    #[test]
+    fn a_folded_chain_restores_the_guest_it_was_taken_from() {
+        let mut guest = new_guest(Vec::new(), SimInputs::new(7), Epoch(1));
+        run_guest(&mut guest).expect("birth");
+        let mut image = None;
+        let mut kinds = Vec::new();
+        for (index, line) in ["5\n", "11\n", "13\n"].into_iter().enumerate() {
+            push_stdin(&mut guest, Bytes::from(line));
+            run_guest(&mut guest).expect("a line");
+            let taken = guest
+                .checkpoint_with(Bytes::new(), Vec::new(), false)
+                .expect("quiescent");
+            kinds.push(taken.full);
+            let decoded = Checkpoint::decode(&taken.encode()).expect("decodes");
+            fold(&mut image, &decoded).expect("folds");
+            assert_eq!(
+                image.as_ref().map(|image| image.number()),
+                Some(index as u64 + 1)
+            );
+        }
+        assert_eq!(
+            kinds,
+            vec![true, false, false],
+            "first full, then incremental"
+        );
+        let image = image.expect("an image");
+        let mut restored =
+            restore_guest(&image, Vec::new(), SimInputs::new(8), Epoch(2)).expect("restores");
+        let original = guest.checkpoint_with(Bytes::new(), Vec::new(), true);
+        let copy = restored.checkpoint_with(Bytes::new(), Vec::new(), true);
+        let (original, copy) = (original.expect("original"), copy.expect("copy"));
+        assert_eq!(original.page_bytes, copy.page_bytes, "same memory");
+        assert_eq!(original.globals, copy.globals, "same globals");
+        for instance in [&mut guest, &mut restored] {
+            push_stdin(instance, Bytes::from_static(b"100\n"));
+        }
+        let (_, original_outputs) = run_guest(&mut guest).expect("original runs");
+        let (_, restored_outputs) = run_guest(&mut restored).expect("restored runs");
+        assert_eq!(original_outputs, restored_outputs);
+        assert_eq!(
+            original_outputs[0].bytes,
+            Bytes::from_static(b"4 total 129\n")
+        );
+    }
 
     #[test]
-    fn a_checkpoint_decodes_to_what_was_encoded_and_truncation_is_refused() {
-        let checkpoint = SimCheckpoint {
-            epoch: Epoch(3),
-            after_lsn: Lsn(9),
-            last_oseq: Oseq(4),
-            unreleased: vec![Output {
-                oseq: Oseq(4),
-                stream: Stream::Stderr,
-                bytes: Bytes::from_static(b"late\n"),
-                depends_on: Lsn(8),
-            }],
-        };
-        let encoded = checkpoint.encode();
-        assert_eq!(SimCheckpoint::decode(encoded.clone()), Ok(checkpoint));
-        for length in 0..encoded.len() {
-            assert!(SimCheckpoint::decode(encoded.slice(..length)).is_err());
+    fn an_incremental_checkpoint_that_does_not_follow_the_image_is_refused() {
+        let mut guest = new_guest(Vec::new(), SimInputs::new(3), Epoch(1));
+        run_guest(&mut guest).expect("birth");
+        let mut chain = Vec::new();
+        for line in ["1\n", "2\n", "3\n"] {
+            push_stdin(&mut guest, Bytes::from(line));
+            run_guest(&mut guest).expect("a line");
+            let taken = guest.checkpoint_with(Bytes::new(), Vec::new(), false);
+            chain.push(taken.expect("quiescent"));
         }
+        let mut image = None;
+        assert!(
+            fold(&mut image, &chain[1]).is_err(),
+            "no image to apply it to"
+        );
+        fold(&mut image, &chain[0]).expect("a full one starts an image");
+        let before = image.clone();
+        let skipped = fold(&mut image, &chain[2]);
+        assert!(
+            skipped.is_err(),
+            "checkpoint 3 does not follow checkpoint 1"
+        );
+        assert_eq!(
+            image, before,
+            "a refused checkpoint leaves the image as it was"
+        );
+        fold(&mut image, &chain[1]).expect("checkpoint 2 follows 1");
+        assert_eq!(image.map(|image| image.number()), Some(2));
     }
 }

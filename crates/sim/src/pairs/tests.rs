@@ -23,7 +23,11 @@ fn a_hundred_seeds_find_no_violation_and_exercise_every_fault() {
         total.backup_crashes += report.backup_crashes;
         total.repairings += report.repairings;
         total.checkpoints += report.checkpoints;
+        total.full_checkpoints += report.full_checkpoints;
         total.restored_from_checkpoint += report.restored_from_checkpoint;
+        total.restored_after_incremental += report.restored_after_incremental;
+        total.mid_run_checkpoints += report.mid_run_checkpoints;
+        total.restored_mid_run += report.restored_mid_run;
         total.late_releases += report.late_releases;
     }
     assert!(total.failovers > 100, "failovers happened ({total:?})");
@@ -38,8 +42,24 @@ fn a_hundred_seeds_find_no_violation_and_exercise_every_fault() {
         "checkpoints were taken ({total:?})"
     );
     assert!(
+        total.full_checkpoints > 100 && total.checkpoints - total.full_checkpoints > 100,
+        "full and incremental checkpoints were taken ({total:?})"
+    );
+    assert!(
         total.restored_from_checkpoint > 50,
         "promotions restored checkpoints ({total:?})"
+    );
+    assert!(
+        total.mid_run_checkpoints > 50,
+        "checkpoints were captured in the middle of a line ({total:?})"
+    );
+    assert!(
+        total.restored_mid_run > 5,
+        "promotions restored guests captured in the middle of a line ({total:?})"
+    );
+    assert!(
+        total.restored_after_incremental > 10,
+        "promotions restored images with incremental checkpoints applied ({total:?})"
     );
     assert!(
         total.late_releases > 0,

@@ -94,7 +94,9 @@ enum BenchCommand {
         seconds: u64,
         /// Concurrent stdin writers per phase, each with its own client id;
         /// a comma-separated list runs the throughput phases once per count.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        /// The summary's `peak_ratio` compares each kind's best count: keep
+        /// a count high enough to saturate the node in the list.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
         writers: Vec<usize>,
         /// Primary kills (0 skips the failover part).
         #[arg(long, default_value_t = 20)]
@@ -324,9 +326,10 @@ fn print_pairs_summary(report: &mut pairs::PairsReport) {
         .iter()
         .map(|result| format!("{:.2}", result.ratio()));
     println!(
-        "pairs: writers={} ratios={} failover_median_ms={} failover_worst_ms={}",
+        "pairs: writers={} ratios={} peak_ratio={:.2} failover_median_ms={} failover_worst_ms={}",
         counts.collect::<Vec<_>>().join(","),
         ratios.collect::<Vec<_>>().join(","),
+        report.peak_ratio(),
         format_millis(report.failovers.percentile(50.0)),
         format_millis(report.failovers.percentile(100.0)),
     );

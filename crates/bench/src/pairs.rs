@@ -149,6 +149,25 @@ impl WritersResult {
     }
 }
 
+impl PairsReport {
+    /// The highest paired throughput of the sweep over the highest unpaired
+    /// one (acknowledged writes per second, each at whichever writer count
+    /// gave the most): the ratio of what each kind sustains at saturation.
+    pub fn peak_ratio(&self) -> f64 {
+        let peak = |kind: fn(&WritersResult) -> &PhaseResult| {
+            self.throughput
+                .iter()
+                .map(|result| kind(result).writes_per_second())
+                .fold(0.0, f64::max)
+        };
+        let unpaired = peak(|result| &result.unpaired);
+        if unpaired == 0.0 {
+            return 0.0;
+        }
+        peak(|result| &result.paired) / unpaired
+    }
+}
+
 /// Starts the cluster, runs both parts and stops the cluster.
 pub async fn run(options: PairsOptions) -> Result<PairsReport, String> {
     let running_total = read_guest(&options, "running-total.wasm")?;
@@ -736,5 +755,30 @@ mod tests {
             ..result
         };
         assert_eq!(nothing_unpaired.ratio(), 0.0);
+    }
+
+    #[test]
+    fn peak_ratio_compares_each_kinds_best_writer_count() {
+        let phase = |writes| PhaseResult {
+            acknowledged_writes: writes,
+            writing: Duration::from_secs(1),
+            ..PhaseResult::default()
+        };
+        let sweep = |pairs: &[(u64, u64)]| PairsReport {
+            throughput: pairs
+                .iter()
+                .enumerate()
+                .map(|(index, &(paired, unpaired))| WritersResult {
+                    writers: index + 1,
+                    paired: phase(paired),
+                    unpaired: phase(unpaired),
+                })
+                .collect(),
+            failovers: Samples::default(),
+        };
+        // Unpaired peaks at the second count, paired at the third.
+        let report = sweep(&[(10, 50), (60, 100), (85, 90)]);
+        assert!((report.peak_ratio() - 0.85).abs() < 1e-9);
+        assert_eq!(sweep(&[]).peak_ratio(), 0.0);
     }
 }

@@ -318,12 +318,22 @@ async fn fd_read<L: InputLog>(
         if let Some(code) = fd_read_once(caller, params)? {
             return Ok(code);
         }
-        if caller.data().layout.asyncify.is_some() {
-            start_unwind(caller, UnwindReason::Stdin)?;
+        if park(caller, UnwindReason::Stdin).await? {
             return Ok(0);
         }
-        YieldOnce(false).await;
     }
+}
+
+/// Parks a guest whose import must wait: unwinds one with Asyncify (`true`:
+/// the import returns at once, Asyncify discards its result) or suspends the
+/// fiber of one without until the next `run` (`false`: the import tries again).
+async fn park<L>(caller: &mut HostCaller<'_, L>, reason: UnwindReason) -> wasmtime::Result<bool> {
+    if caller.data().layout.asyncify.is_some() {
+        start_unwind(caller, reason)?;
+        return Ok(true);
+    }
+    YieldOnce(false).await;
+    Ok(false)
 }
 
 /// One attempt of `fd_read`: `Ok(None)` when no input is available yet.

@@ -18,8 +18,8 @@
 //! before any deadline is fixed).
 
 use super::{
-    asyncify_entry, fail, fuel_consumed, lock, memory, range, start_unwind, write_bytes, Errno,
-    HostCaller, YieldOnce, ERRNO_INVAL, ERRNO_NOSYS, ERRNO_SUCCESS,
+    asyncify_entry, fail, fuel_consumed, lock, memory, park, range, write_bytes, Errno, HostCaller,
+    ERRNO_INVAL, ERRNO_NOSYS, ERRNO_SUCCESS,
 };
 use crate::record::{InputLog, CLOCK_MONOTONIC};
 use crate::unwind::UnwindReason;
@@ -61,11 +61,9 @@ pub(super) async fn poll_oneoff<L: InputLog>(
             Attempt::Wait(nanos) => {
                 let shared = caller.data().shared.clone();
                 lock(&shared).sleep_nanos = Some(nanos);
-                if caller.data().layout.asyncify.is_some() {
-                    start_unwind(caller, UnwindReason::Sleep)?;
+                if park(caller, UnwindReason::Sleep).await? {
                     return Ok(0);
                 }
-                YieldOnce(false).await;
             }
         }
     }

@@ -177,6 +177,24 @@ pub struct CheckpointImage {
 }
 
 impl CheckpointImage {
+    /// Applies `checkpoint` to the image a backup keeps: a full checkpoint
+    /// starts a new image, an incremental one must follow `image` (see
+    /// [`Self::apply`]). A refused checkpoint leaves `image` as it was, so the
+    /// backup keeps restoring from what it had.
+    pub fn fold(image: &mut Option<Self>, checkpoint: &Checkpoint) -> Result<(), GuestError> {
+        if checkpoint.full {
+            *image = Some(Self::from_full(checkpoint)?);
+            return Ok(());
+        }
+        match image {
+            Some(image) => image.apply(checkpoint),
+            None => Err(GuestError::CheckpointOutOfOrder(format!(
+                "incremental checkpoint {} without an image to apply it to",
+                checkpoint.number
+            ))),
+        }
+    }
+
     /// An image from a full checkpoint.
     pub fn from_full(checkpoint: &Checkpoint) -> Result<Self, GuestError> {
         if !checkpoint.full {

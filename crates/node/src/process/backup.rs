@@ -167,21 +167,9 @@ fn fold_checkpoint_files(directory: &Path, pid: u64) -> Option<CheckpointImage> 
     image
 }
 
-/// Applies `checkpoint` to `image` (a full checkpoint starts a new image). A
-/// refused checkpoint leaves `image` as it was: the backup keeps restoring
-/// from the image it had, and the records after it.
+/// [`CheckpointImage::fold`] with the error as text.
 fn fold(image: &mut Option<CheckpointImage>, checkpoint: &Checkpoint) -> Result<(), String> {
-    if checkpoint.full {
-        *image = Some(CheckpointImage::from_full(checkpoint).map_err(|error| error.to_string())?);
-        return Ok(());
-    }
-    let Some(current) = image.as_mut() else {
-        return Err(format!(
-            "incremental checkpoint {} without an image to apply it to",
-            checkpoint.number
-        ));
-    };
-    current.apply(checkpoint).map_err(|error| error.to_string())
+    CheckpointImage::fold(image, checkpoint).map_err(|error| error.to_string())
 }
 
 /// The contiguous records of a records file written for `epoch`, and the

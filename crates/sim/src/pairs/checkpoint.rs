@@ -52,25 +52,13 @@ impl CheckpointSchedule {
     }
 }
 
-/// Applies `checkpoint` to `image`: a full checkpoint starts a new image, an
-/// incremental one must follow the image (number and lsn). A refused one
-/// leaves the image as it was (the node's rule: the checkpoint is then not
-/// kept and not acknowledged).
+/// [`CheckpointImage::fold`] (the node's rule: a refused checkpoint is not
+/// kept and not acknowledged, and the image stays) with the error as text.
 pub(super) fn fold(
     image: &mut Option<CheckpointImage>,
     checkpoint: &Checkpoint,
 ) -> Result<(), String> {
-    if checkpoint.full {
-        *image = Some(CheckpointImage::from_full(checkpoint).map_err(|error| error.to_string())?);
-        return Ok(());
-    }
-    let Some(image) = image else {
-        return Err(format!(
-            "incremental checkpoint {} without an image to apply it to",
-            checkpoint.number
-        ));
-    };
-    image.apply(checkpoint).map_err(|error| error.to_string())
+    CheckpointImage::fold(image, checkpoint).map_err(|error| error.to_string())
 }
 
 /// Whether a checkpoint with this phase caught the guest in the middle of a

@@ -932,7 +932,13 @@ impl Primary {
 
     fn maybe_exit(&mut self) {
         let Some(code) = self.exit_code else { return };
-        let all_released = self.unpaired || self.log.held_outputs() == 0;
+        // The exit is an output too: it depends on every input the guest
+        // observed (typically the end of stdin), so it waits for the backup
+        // to acknowledge them all, like the released outputs before it. This
+        // also answers the stdin write that closed stdin before the exit
+        // stops this primary (its client would otherwise retry into a 400).
+        let all_released = self.unpaired
+            || (self.log.held_outputs() == 0 && self.log.acknowledged() >= self.log.logged());
         if all_released && !self.exit_sent {
             self.exit_sent = true;
             let _ = self.coordinator_out.send(Outgoing::Exit(code));

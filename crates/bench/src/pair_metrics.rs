@@ -15,8 +15,8 @@ pub struct PairCounters {
 }
 
 impl PairCounters {
-    /// Reads and sums every node's counters (a node that does not answer
-    /// counts as zero: the figures are then a lower bound, and say so).
+    /// Reads and sums every node's counters; an error if a node does not
+    /// answer (the throughput phases run with every node up).
     pub async fn read(cluster: &Cluster) -> Result<PairCounters, String> {
         let http = reqwest::Client::new();
         let mut total = PairCounters::default();

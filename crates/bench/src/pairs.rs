@@ -281,7 +281,11 @@ fn print_phase(phase: Phase, result: &PhaseResult) {
 
 /// A client of `endpoints` in that order (the first is tried first).
 fn client_of(endpoints: Vec<String>) -> Result<Client, String> {
-    Client::with_options(endpoints, None, ClientOptions::default())
+    client_with(endpoints, ClientOptions::default())
+}
+
+fn client_with(endpoints: Vec<String>, options: ClientOptions) -> Result<Client, String> {
+    Client::with_options(endpoints, None, options)
         .map_err(|error| format!("cannot build a client: {error}"))
 }
 
@@ -301,8 +305,7 @@ fn failover_client_of(endpoints: Vec<String>) -> Result<Client, String> {
         backoff_max: FAILOVER_RETRY_PAUSE_MAX,
         ..ClientOptions::default()
     };
-    Client::with_options(endpoints, None, options)
-        .map_err(|error| format!("cannot build a client: {error}"))
+    client_with(endpoints, options)
 }
 
 /// Every node's URL, node `first` first.

@@ -89,6 +89,31 @@ pub(crate) struct Shared<L> {
     pub(crate) failure: Option<GuestError>,
 }
 
+impl<L: InputLog> Shared<L> {
+    /// A logged reading of clock `clock_id` as the guest sees it: the
+    /// monotonic clock carries the offset that keeps it from going backwards
+    /// across a failover. A reading the log cannot serve fails the run.
+    pub(crate) fn guest_clock(&mut self, clock_id: u32, fuel: u64) -> wasmtime::Result<u64> {
+        match self.inputs.clock(clock_id, fuel) {
+            Ok(nanos) if clock_id == CLOCK_MONOTONIC => {
+                Ok(nanos.saturating_add(self.monotonic_offset_nanos))
+            }
+            Ok(nanos) => Ok(nanos),
+            Err(error) => Err(fail(self, error)),
+        }
+    }
+
+    /// `nanos` of clock `clock_id` in the guest's terms, as the input source
+    /// reads that clock (the inverse of [`Self::guest_clock`]'s offset).
+    pub(crate) fn source_nanos(&self, clock_id: u32, nanos: u64) -> u64 {
+        if clock_id == CLOCK_MONOTONIC {
+            nanos.saturating_sub(self.monotonic_offset_nanos)
+        } else {
+            nanos
+        }
+    }
+}
+
 /// The store's data.
 pub(crate) struct HostState<L> {
     pub(crate) shared: Arc<Mutex<Shared<L>>>,
@@ -479,18 +504,7 @@ fn clock_time_get<L: InputLog>(
     }
     let fuel = fuel_consumed(caller);
     let shared = caller.data().shared.clone();
-    let nanos = {
-        let mut guard = lock(&shared);
-        let nanos = match guard.inputs.clock(clock_id as u32, fuel) {
-            Ok(nanos) => nanos,
-            Err(error) => return Err(fail(&mut guard, error)),
-        };
-        if clock_id as u32 == CLOCK_MONOTONIC {
-            nanos.saturating_add(guard.monotonic_offset_nanos)
-        } else {
-            nanos
-        }
-    };
+    let nanos = lock(&shared).guest_clock(clock_id as u32, fuel)?;
     Ok(errno(write_bytes(
         memory.data_mut(caller),
         time_ptr,

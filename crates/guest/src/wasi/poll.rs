@@ -18,10 +18,10 @@
 //! before any deadline is fixed).
 
 use super::{
-    asyncify_entry, fail, fuel_consumed, lock, memory, park, range, write_bytes, Errno, HostCaller,
-    ERRNO_INVAL, ERRNO_NOSYS, ERRNO_SUCCESS,
+    asyncify_entry, fuel_consumed, lock, memory, park, range, write_bytes, Errno, HostCaller,
+    Shared, ERRNO_INVAL, ERRNO_NOSYS, ERRNO_SUCCESS,
 };
-use crate::record::{InputLog, CLOCK_MONOTONIC};
+use crate::record::InputLog;
 use crate::unwind::UnwindReason;
 use understudy_types::limits::GUEST_POLL_SUBSCRIPTIONS_MAX;
 
@@ -84,7 +84,6 @@ fn attempt<L: InputLog>(
     };
     let fuel = fuel_consumed(caller);
     let mut guard = lock(&shared);
-    let offset = guard.monotonic_offset_nanos;
     let deadlines = match guard.pending_poll.clone() {
         Some(deadlines) => deadlines,
         None => {
@@ -94,9 +93,7 @@ fn attempt<L: InputLog>(
                 let nanos = if subscription.flags & ABSOLUTE_TIME != 0 {
                     subscription.timeout
                 } else {
-                    let now = readings
-                        .read(&mut guard.inputs, subscription.clock_id, offset, fuel)
-                        .map_err(|error| fail(&mut guard, error))?;
+                    let now = readings.read(&mut guard, subscription.clock_id, fuel)?;
                     now.saturating_add(subscription.timeout)
                 };
                 deadlines.push(Deadline {
@@ -111,7 +108,7 @@ fn attempt<L: InputLog>(
     };
     let mut wait = u64::MAX;
     for deadline in &deadlines {
-        let raw = to_raw(deadline.clock_id, deadline.nanos, offset);
+        let raw = guard.source_nanos(deadline.clock_id, deadline.nanos);
         wait = wait.min(guard.inputs.sleep_remaining(deadline.clock_id, raw));
     }
     if wait > 0 {
@@ -120,9 +117,7 @@ fn attempt<L: InputLog>(
     let mut readings = Readings::default();
     let mut fired = Vec::new();
     for deadline in &deadlines {
-        let now = readings
-            .read(&mut guard.inputs, deadline.clock_id, offset, fuel)
-            .map_err(|error| fail(&mut guard, error))?;
+        let now = readings.read(&mut guard, deadline.clock_id, fuel)?;
         if now >= deadline.nanos {
             fired.push(deadline.userdata);
         }
@@ -210,36 +205,21 @@ fn write_events<L>(
     }
 }
 
-/// A deadline in the guest's terms as the live source's clock reads it.
-fn to_raw(clock_id: u32, nanos: u64, offset: u64) -> u64 {
-    if clock_id == CLOCK_MONOTONIC {
-        nanos.saturating_sub(offset)
-    } else {
-        nanos
-    }
-}
-
 /// Logged readings of one attempt, at most one per clock.
 #[derive(Default)]
 struct Readings(Vec<(u32, u64)>);
 
 impl Readings {
-    fn read(
+    fn read<L: InputLog>(
         &mut self,
-        inputs: &mut impl InputLog,
+        shared: &mut Shared<L>,
         clock_id: u32,
-        offset: u64,
         fuel: u64,
-    ) -> Result<u64, crate::GuestError> {
+    ) -> wasmtime::Result<u64> {
         if let Some((_, nanos)) = self.0.iter().find(|(id, _)| *id == clock_id) {
             return Ok(*nanos);
         }
-        let raw = inputs.clock(clock_id, fuel)?;
-        let nanos = if clock_id == CLOCK_MONOTONIC {
-            raw.saturating_add(offset)
-        } else {
-            raw
-        };
+        let nanos = shared.guest_clock(clock_id, fuel)?;
         self.0.push((clock_id, nanos));
         Ok(nanos)
     }

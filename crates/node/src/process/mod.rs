@@ -81,11 +81,16 @@ impl std::fmt::Debug for ProcessRuntime {
     }
 }
 
-/// How a process recovers: `checkpoint` when its module can be checkpointed
-/// and it has a backup to ship checkpoints to, else `replay` (an unpaired
-/// process has no backup to restore anything on).
+/// Whether a process recovers from checkpoints: its module can be
+/// checkpointed and it has a backup to ship them to (an unpaired process has
+/// no backup to restore anything on); else it recovers by replay.
+fn recovers_from_checkpoints(module: &GuestModule, unpaired: bool) -> bool {
+    module.recovery_mode() == understudy_guest::RecoveryMode::Checkpoint && !unpaired
+}
+
+/// The table's name for how a process recovers.
 fn recovery_mode(module: &GuestModule, unpaired: bool) -> &'static str {
-    if module.recovery_mode() == understudy_guest::RecoveryMode::Checkpoint && !unpaired {
+    if recovers_from_checkpoints(module, unpaired) {
         "checkpoint"
     } else {
         "replay"

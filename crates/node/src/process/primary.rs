@@ -329,7 +329,7 @@ impl Primary {
             backup: None,
             caught_up_noted: false,
             checkpoints: Checkpoints {
-                enabled: super::recovery_mode(&spec.module, spec.unpaired) == "checkpoint",
+                enabled: super::recovers_from_checkpoints(&spec.module, spec.unpaired),
                 last_lsn: restored_lsn,
                 last_at: Instant::now(),
                 since_full: 0,

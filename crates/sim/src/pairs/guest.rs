@@ -69,9 +69,7 @@ impl SimInputs {
             random: ChaCha8Rng::seed_from_u64(seed),
         }
     }
-}
 
-impl SimInputs {
     /// Drops the first `bytes` bytes of queued stdin (or all there is).
     fn discard_stdin(&mut self, mut bytes: usize) {
         while bytes > 0 {

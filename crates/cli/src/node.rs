@@ -82,6 +82,13 @@ pub struct NodeArgs {
     #[arg(long, hide = true, env = "UNDERSTUDY_SNAPSHOT_THRESHOLD_ENTRIES",
         default_value_t = understudy_node::NodeOptions::default().snapshot_threshold_entries)]
     pub snapshot_threshold_entries: u64,
+    /// Kill a guest that runs this many seconds without progress (no input
+    /// read, no clock or random value taken, no output written): a program
+    /// stuck in a loop. The kill is logged, so the backup agrees; the process
+    /// exits with code 137. 0: never.
+    #[arg(long, env = "UNDERSTUDY_GUEST_RUNAWAY_SECONDS",
+        default_value_t = understudy_node::GUEST_RUNAWAY_LIMIT_DEFAULT.as_secs())]
+    pub guest_runaway_seconds: u64,
 }
 
 /// Runs `understudy node`; `matches` (the parsed `node` subcommand) tells
@@ -103,6 +110,8 @@ pub fn run(args: NodeArgs, matches: Option<&clap::ArgMatches>) -> Result<(), Cli
     }
     let options = understudy_node::NodeOptions {
         snapshot_threshold_entries: args.snapshot_threshold_entries,
+        guest_runaway_limit: (args.guest_runaway_seconds > 0)
+            .then(|| Duration::from_secs(args.guest_runaway_seconds)),
         ..understudy_node::NodeOptions::default()
     };
     init_logging();

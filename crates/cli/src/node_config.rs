@@ -28,6 +28,7 @@ const INTEGER_SETTINGS: &[&str] = &[
     "heartbeat-interval",
     "election-timeout",
     "snapshot-threshold-entries",
+    "guest-runaway-seconds",
 ];
 
 /// The `node` subcommand alone (without the global client options).
@@ -166,6 +167,7 @@ pub fn render_settings(args: &NodeArgs) -> String {
         "snapshot-threshold-entries",
         Some(args.snapshot_threshold_entries),
     );
+    integer("guest-runaway-seconds", Some(args.guest_runaway_seconds));
     let path_text =
         |path: &Option<std::path::PathBuf>| path.as_ref().map(|path| path.display().to_string());
     for (key, value) in [

@@ -3,7 +3,8 @@
 //! and a reactor guest; SIGKILL of the backup's node; a stdin write retried
 //! through another node after a kill; restores from checkpoints, including one
 //! taken while a compute-bound command was busy with queued stdin; a sleep in
-//! `poll_oneoff` honoured by the primary and finished by the promoted backup.
+//! `poll_oneoff` honoured by the primary and finished by the promoted backup; a
+//! runaway guest killed, the kill logged and reported.
 //!
 //! Every wait polls an observable condition with a deadline; each test is
 //! bounded by [`TEST_TIMEOUT`].
@@ -13,7 +14,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{eventually, Cluster};
+use support::{eventually, Cluster, ClusterOptions};
 use tokio::task::JoinHandle;
 use understudy_client::{Client, ClientOptions, OutputStream, ProcessStatus, SpawnOptions};
 
@@ -716,6 +717,46 @@ async fn a_sleep_is_honoured_and_survives_a_kill_of_the_primary_in_the_middle() 
         .await;
         assert_eq!(reader.lines(), vec!["first", "second"], "each echo once");
         reader.task.abort();
+    })
+    .await
+    .expect("the test finishes in time");
+}
+
+/// Writes "start\n", then spins without a host call for ever.
+const SPINNER: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_write"
+        (func $write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 64) "start\n")
+    (func (export "_start")
+        (i32.store (i32.const 16) (i32.const 64))
+        (i32.store (i32.const 20) (i32.const 6))
+        (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
+        (loop $forever (br $forever))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_guest_is_killed_and_its_kill_reported() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let options = ClusterOptions {
+            guest_runaway_seconds: Some(1),
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start_with(3, options);
+        cluster.leader().await;
+        let client = patient_client(&cluster);
+        let module = wat::parse_str(SPINNER).expect("the spinner assembles");
+        let pid = spawn_module(&client, module, "spinner").await;
+        let exited = status_until(&client, pid, "the spinner's kill", |status| {
+            status.state == "exited"
+        })
+        .await;
+        assert_eq!(exited.exit_code, Some(137), "{exited:?}");
+        assert_eq!(stored_stdout(&client, pid).await, "start\n");
+        let events = client.process_events(pid).await.expect("events");
+        let killed = events
+            .iter()
+            .any(|event| event.detail.contains("killed: runaway"));
+        assert!(killed, "no kill among the events: {events:?}");
     })
     .await
     .expect("the test finishes in time");

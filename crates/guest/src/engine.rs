@@ -1,6 +1,7 @@
 //! Engine configuration for determinism, and module loading and classification.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use understudy_instrument::{
     instrument, AsyncifyGlobals, InstrumentError, Instrumented, RecoveryMode,
@@ -19,9 +20,15 @@ pub struct GuestConfig {
     /// Fuel a guest runs before [`crate::GuestInstance::run`] returns
     /// [`crate::RunOutcome::OutOfFuel`] (resumable); `None`: no budget.
     pub fuel_slice: Option<u64>,
-    /// Epoch ticks ([`GuestEngine::increment_epoch`]) after which a running guest is
-    /// killed with a trap: only for runaway guests, never a scheduling point.
-    pub epoch_deadline_ticks: u64,
+    /// Epoch ticks a guest may spend running without making progress (no input
+    /// logged, no output written) before the host kills it as a runaway, and
+    /// logs the kill so a backup reproduces it (docs/pairs.md, "Kills").
+    /// `None`: never killed. The epoch is only this kill switch, never a
+    /// scheduling point: it is not deterministic.
+    pub runaway_ticks: Option<u64>,
+    /// How often the engine's own thread advances the epoch
+    /// ([`GuestEngine::increment_epoch`]); `None`: only when the caller does.
+    pub epoch_tick: Option<Duration>,
 }
 
 impl Default for GuestConfig {
@@ -29,14 +36,54 @@ impl Default for GuestConfig {
         Self {
             memory_bytes_max: GUEST_MEMORY_BYTES_DEFAULT,
             fuel_slice: None,
-            epoch_deadline_ticks: 1,
+            runaway_ticks: None,
+            epoch_tick: None,
         }
     }
 }
 
+impl GuestConfig {
+    /// The configuration a node runs its guests with: a fuel slice of
+    /// `fuel_slice`, an epoch tick of [`EPOCH_TICK`] and runaway guests killed
+    /// after `runaway_after` without progress (`None`: never).
+    pub fn with_runaway_limit(fuel_slice: u64, runaway_after: Option<Duration>) -> Self {
+        let ticks = runaway_after.map(|limit| {
+            let ticks = limit.as_millis().div_ceil(EPOCH_TICK.as_millis());
+            u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+        });
+        Self {
+            fuel_slice: Some(fuel_slice),
+            runaway_ticks: ticks,
+            epoch_tick: ticks.map(|_| EPOCH_TICK),
+            ..Self::default()
+        }
+    }
+}
+
+/// The epoch period of [`GuestConfig::with_runaway_limit`]: the precision of
+/// the runaway limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(100);
+
 /// Total fuel given to a store; fuel slices are carved from it. Large enough never
 /// to run out in practice, small enough to stay clear of wasmtime's signed counter.
 pub(crate) const FUEL_TOTAL: u64 = 1 << 62;
+
+/// Advances `engine`'s epoch every `period` on a thread of its own, which ends
+/// once the engine is dropped.
+fn start_epoch_ticker(engine: &Engine, period: Duration) -> Result<(), GuestError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("guest-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        })
+        .map(|_| ())
+        .map_err(|error| GuestError::Engine(format!("epoch thread: {error}")))
+}
 
 /// A wasmtime engine configured so that the same module and the same inputs give
 /// the same execution.
@@ -71,6 +118,9 @@ impl GuestEngine {
             .relaxed_simd_deterministic(true);
         let engine =
             Engine::new(&wasm_config).map_err(|error| GuestError::Engine(error.to_string()))?;
+        if let Some(period) = config.epoch_tick {
+            start_epoch_ticker(&engine, period)?;
+        }
         Ok(Self { engine, config })
     }
 
@@ -84,8 +134,8 @@ impl GuestEngine {
         &self.config
     }
 
-    /// Advances the epoch of every instance of this engine: an instance running
-    /// past its `epoch_deadline_ticks` traps (the runaway-guest kill switch).
+    /// Advances the epoch of every instance of this engine by one tick: an
+    /// instance that has run `runaway_ticks` ticks without progress is killed.
     pub fn increment_epoch(&self) {
         self.engine.increment_epoch();
     }

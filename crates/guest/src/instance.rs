@@ -9,7 +9,7 @@ use bytes::Bytes;
 use understudy_types::limits::{
     GUEST_ARGS_ENV_BYTES_MAX, GUEST_ARGS_ENV_ENTRIES_MAX, GUEST_IO_BYTES_MAX,
 };
-use wasmtime::{Instance, InstancePre, Linker, Store};
+use wasmtime::{Instance, InstancePre, Linker, Store, UpdateDeadline};
 
 use crate::engine::{GuestEngine, GuestModule, ImportName, ModuleKind, StateLayout, FUEL_TOTAL};
 use crate::pages::PageHashes;
@@ -52,8 +52,12 @@ pub enum RunOutcome {
     },
     /// The guest used up its fuel slice; `run` again to resume it.
     OutOfFuel,
-    /// The guest trapped (or was killed by the epoch deadline): the instance is over.
+    /// The guest trapped: the instance is over.
     Trapped(String),
+    /// The host killed the guest as a runaway (it ran `runaway_ticks` epoch
+    /// ticks without progress), or a replay reached such a logged kill: the
+    /// instance is over. The kill is in the log, so a backup reproduces it.
+    Killed(String),
 }
 
 /// Which guest call a running future executes.
@@ -154,6 +158,8 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             stdin_eof_read: false,
             exit_code: None,
             failure: None,
+            kill_reason: None,
+            kill_stop_set: false,
         }));
         let link_error =
             |error: wasmtime::Error| GuestError::InvalidModule(format!("link: {error:#}"));
@@ -181,8 +187,8 @@ impl<L: InputLog + 'static> GuestInstance<L> {
                 .fuel_async_yield_interval(Some(slice))
                 .map_err(store_error)?;
         }
-        store.set_epoch_deadline(config.epoch_deadline_ticks);
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(runaway_watch(config.runaway_ticks, config.epoch_tick));
         Ok(Self {
             shared,
             pre,
@@ -214,6 +220,10 @@ impl<L: InputLog + 'static> GuestInstance<L> {
                         _ => Call::Start,
                     }
                 };
+                if matches!(call, Call::Start) {
+                    // A rewind sets its own fuel; it stops after rewinding.
+                    self.stop_idle_at_logged_kill()?;
+                }
                 self.start(call)?
             }
             State::Idle(..) => {
@@ -249,6 +259,7 @@ impl<L: InputLog + 'static> GuestInstance<L> {
             self.state = State::Finished;
             return Err(error);
         }
+        self.stop_idle_at_logged_kill()?;
         self.start(Call::Handler(Bytes::copy_from_slice(record)))?;
         self.poll()
     }
@@ -349,6 +360,19 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         &self.unsupported_imports
     }
 
+    /// Sets the fuel of the idle store to stop at a logged kill that comes next.
+    fn stop_idle_at_logged_kill(&mut self) -> Result<(), GuestError> {
+        let State::Idle(store, _) = &mut self.state else {
+            return Ok(());
+        };
+        if let Err(error) = wasi::stop_at_logged_kill(store) {
+            self.state = State::Finished;
+            let failure = lock(&self.shared).failure.take();
+            return Err(failure.unwrap_or_else(|| GuestError::Engine(format!("{error:#}"))));
+        }
+        Ok(())
+    }
+
     fn start(&mut self, call: Call) -> Result<(), GuestError> {
         let State::Idle(mut store, instance) = std::mem::replace(&mut self.state, State::Finished)
         else {
@@ -394,6 +418,11 @@ impl<L: InputLog + 'static> GuestInstance<L> {
         if let Some(code) = shared.exit_code {
             return Ok(RunOutcome::Exited(code));
         }
+        if let Err(error) = &result {
+            if let Some(killed) = kill_of(&mut shared, &store, error) {
+                return killed.map(RunOutcome::Killed);
+            }
+        }
         match result {
             Ok(instance) if self.kind == ModuleKind::Command => {
                 if let AsyncifyPhase::Unwound { reason, .. } = shared.asyncify_phase {
@@ -415,6 +444,70 @@ impl<L: InputLog + 'static> GuestInstance<L> {
                 Ok(RunOutcome::Returned)
             }
             Err(error) => Ok(RunOutcome::Trapped(format!("{error:#}"))),
+        }
+    }
+}
+
+/// The kill a trap stands for, logged (primary) or checked against the log
+/// (replay): the runaway watch's trap, or running out of the fuel a replay
+/// left up to a logged kill. `None`: an ordinary trap.
+fn kill_of<L: InputLog>(
+    shared: &mut Shared<L>,
+    store: &Store<HostState<L>>,
+    error: &wasmtime::Error,
+) -> Option<Result<String, GuestError>> {
+    if let Some(reason) = shared.kill_reason.take() {
+        // The fuel of the last call the guest made: the epoch check that
+        // killed it does not store the running count (docs/pairs.md, "Kills").
+        let fuel = FUEL_TOTAL - store.get_fuel().unwrap_or(FUEL_TOTAL);
+        return Some(shared.inputs.kill(&reason, fuel));
+    }
+    let out_of_fuel = error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
+    let kill_fuel = shared.inputs.next_kill_fuel()?;
+    if !(shared.kill_stop_set && out_of_fuel) {
+        return None;
+    }
+    Some(shared.inputs.kill("", kill_fuel))
+}
+
+/// The store's epoch callback: each tick that finds the guest running counts
+/// one tick without progress unless it logged an input or wrote an output
+/// since the last one; at `runaway_ticks` the guest is killed (a trap whose
+/// reason the driver logs). A replay is never killed by the clock: its log
+/// decides. Never a scheduling point: the guest goes on unless killed.
+fn runaway_watch<L: InputLog + 'static>(
+    runaway_ticks: Option<u64>,
+    epoch_tick: Option<std::time::Duration>,
+) -> impl FnMut(wasmtime::StoreContextMut<'_, HostState<L>>) -> wasmtime::Result<UpdateDeadline>
+       + Send
+       + Sync
+       + 'static {
+    let mut last_progress = (understudy_pair::Lsn(0), Oseq(0));
+    let mut ticks_without_progress = 0u64;
+    move |context| {
+        let shared = context.data().shared.clone();
+        let mut guard = lock(&shared);
+        let progress = (guard.inputs.last_lsn(), guard.next_oseq);
+        // A rewind re-enters the guest's frames and has its fuel count set
+        // back at its end: no kill position can be taken in the middle of it.
+        let rewinding = guard.asyncify_phase != AsyncifyPhase::Normal;
+        if progress != last_progress || guard.inputs.is_replaying() || rewinding {
+            last_progress = progress;
+            ticks_without_progress = 0;
+        } else {
+            ticks_without_progress += 1;
+        }
+        match runaway_ticks {
+            Some(limit) if ticks_without_progress >= limit => {
+                let ran = match epoch_tick {
+                    Some(tick) => format!("{:?}", tick.saturating_mul(limit as u32)),
+                    None => format!("{limit} epoch ticks"),
+                };
+                let reason = format!("runaway: ran {ran} without input or output");
+                guard.kill_reason = Some(reason.clone());
+                Err(wasmtime::Error::msg(reason))
+            }
+            _ => Ok(UpdateDeadline::Continue(1)),
         }
     }
 }

@@ -82,7 +82,7 @@ mod wasi;
 pub use checkpoint::{
     Checkpoint, CheckpointImage, GlobalBits, GlobalValue, GuestPhase, HostSnapshot, StdinBacklog,
 };
-pub use engine::{GuestConfig, GuestEngine, GuestModule, ImportName, ModuleKind};
+pub use engine::{GuestConfig, GuestEngine, GuestModule, ImportName, ModuleKind, EPOCH_TICK};
 pub use instance::{Birth, GuestInstance, RunOutcome};
 pub use pages::{PageHashes, CHECKPOINT_PAGE_BYTES, WASM_PAGE_BYTES};
 pub use record::{

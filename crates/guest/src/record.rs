@@ -77,6 +77,21 @@ pub trait InputLog: Send {
     /// A reactor input record: the primary logs `record`; a backup checks it
     /// against its log.
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError>;
+    /// The host killed a runaway guest at fuel position `fuel_consumed`: the
+    /// primary logs the kill with `reason`; a replay checks its log has the kill
+    /// next. Returns the reason as logged.
+    fn kill(&mut self, reason: &str, fuel_consumed: u64) -> Result<String, GuestError>;
+    /// A replay whose next record is a logged kill: the fuel position where
+    /// the primary's guest was killed, so the replay stops it there. `None`
+    /// for a primary, and while other records come first.
+    fn next_kill_fuel(&self) -> Option<u64> {
+        None
+    }
+    /// Whether the guest is replaying logged inputs (then the log, not the
+    /// host's clock, decides whether it is killed).
+    fn is_replaying(&self) -> bool {
+        false
+    }
     /// Lsn of the last input logged or replayed (0: none).
     fn last_lsn(&self) -> Lsn;
     /// Stdin arrived and not yet read (a checkpoint keeps it); default: none.
@@ -202,6 +217,12 @@ impl<I: HostInputs> InputLog for Recorder<I> {
         Ok(())
     }
 
+    fn kill(&mut self, reason: &str, fuel_consumed: u64) -> Result<String, GuestError> {
+        let payload = Bytes::copy_from_slice(reason.as_bytes());
+        self.append(RecordKind::Kill, payload, fuel_consumed);
+        Ok(reason.to_string())
+    }
+
     fn last_lsn(&self) -> Lsn {
         self.last_lsn
     }
@@ -247,9 +268,8 @@ impl Replayer {
             .count()
     }
 
-    /// The next record, checked against what the guest asks for. `StdinArrived`
-    /// records are notes of the host, not answers to guest calls: skipped.
-    fn next(&mut self, wanted: RecordKind, fuel_consumed: u64) -> Result<Record, GuestError> {
+    /// Passes the `StdinArrived` notes at the front of the log.
+    fn skip_notes(&mut self) -> Result<(), GuestError> {
         while self
             .records
             .front()
@@ -264,6 +284,13 @@ impl Replayer {
             }
             self.last_lsn = note.lsn;
         }
+        Ok(())
+    }
+
+    /// The next record, checked against what the guest asks for. `StdinArrived`
+    /// records are notes of the host, not answers to guest calls: skipped.
+    fn next(&mut self, wanted: RecordKind, fuel_consumed: u64) -> Result<Record, GuestError> {
+        self.skip_notes()?;
         let Some(record) = self.records.pop_front() else {
             return Err(GuestError::LogExhausted {
                 wanted,
@@ -362,6 +389,23 @@ impl InputLog for Replayer {
         Ok(())
     }
 
+    fn kill(&mut self, _reason: &str, fuel_consumed: u64) -> Result<String, GuestError> {
+        let logged = self.next(RecordKind::Kill, fuel_consumed)?;
+        Ok(String::from_utf8_lossy(&logged.payload).into_owned())
+    }
+
+    fn next_kill_fuel(&self) -> Option<u64> {
+        let record = self
+            .records
+            .iter()
+            .find(|record| record.kind != RecordKind::StdinArrived)?;
+        (record.kind == RecordKind::Kill).then_some(record.fuel_consumed)
+    }
+
+    fn is_replaying(&self) -> bool {
+        true
+    }
+
     fn last_lsn(&self) -> Lsn {
         self.last_lsn
     }
@@ -434,6 +478,18 @@ impl<I: HostInputs> InputLog for ReplayThenRecord<I> {
 
     fn handler_input(&mut self, record: &[u8], fuel_consumed: u64) -> Result<(), GuestError> {
         self.current().handler_input(record, fuel_consumed)
+    }
+
+    fn kill(&mut self, reason: &str, fuel_consumed: u64) -> Result<String, GuestError> {
+        self.current().kill(reason, fuel_consumed)
+    }
+
+    fn next_kill_fuel(&self) -> Option<u64> {
+        self.replayer.next_kill_fuel()
+    }
+
+    fn is_replaying(&self) -> bool {
+        !self.is_live()
     }
 
     fn last_lsn(&self) -> Lsn {

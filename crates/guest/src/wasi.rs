@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use understudy_pair::{Oseq, Output, Stream};
 use understudy_types::limits::{GUEST_IO_BYTES_MAX, GUEST_TABLE_ELEMENTS_MAX};
-use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Val, ValType};
+use wasmtime::{AsContextMut, Caller, Extern, Linker, Memory, ResourceLimiter, Val, ValType};
 
 use crate::engine::{StateLayout, FUEL_TOTAL};
 use crate::record::{InputLog, StdinRead, CLOCK_MONOTONIC};
@@ -87,6 +87,10 @@ pub(crate) struct Shared<L> {
     pub(crate) exit_code: Option<i32>,
     /// Set when an input could not be served (divergence, end of the log).
     pub(crate) failure: Option<GuestError>,
+    /// Why the runaway watch killed the guest (see `instance::runaway_watch`).
+    pub(crate) kill_reason: Option<String>,
+    /// A replay has set the guest's fuel to stop where a logged kill happened.
+    pub(crate) kill_stop_set: bool,
 }
 
 impl<L: InputLog> Shared<L> {
@@ -227,6 +231,42 @@ fn fuel_consumed<L>(caller: &HostCaller<'_, L>) -> u64 {
     FUEL_TOTAL - caller.get_fuel().unwrap_or(FUEL_TOTAL)
 }
 
+/// On a replay whose next record is a logged kill, leaves the guest only the
+/// fuel up to the kill's position, so it runs out exactly where the primary's
+/// guest was killed (docs/pairs.md, "Kills"); the fuel count is then no longer
+/// the guest's position, which nothing needs once the kill is the only record
+/// left to replay. Called wherever a record may have been replayed: after each
+/// import that takes one, at a call's start and after a rewind.
+pub(crate) fn stop_at_logged_kill<L: InputLog + 'static>(
+    mut context: impl AsContextMut<Data = HostState<L>>,
+) -> wasmtime::Result<()> {
+    let mut context = context.as_context_mut();
+    let shared = context.data().shared.clone();
+    let kill_fuel = {
+        let mut guard = lock(&shared);
+        // An unwinding guest sets its fuel back when the unwind ends; the
+        // stop is set when it rewinds.
+        if guard.kill_stop_set || guard.asyncify_phase != AsyncifyPhase::Normal {
+            return Ok(());
+        }
+        let Some(kill_fuel) = guard.inputs.next_kill_fuel() else {
+            return Ok(());
+        };
+        guard.kill_stop_set = true;
+        kill_fuel
+    };
+    let consumed = FUEL_TOTAL - context.get_fuel()?;
+    if consumed > kill_fuel {
+        let detail = format!("guest at fuel {consumed}, past the logged kill at fuel {kill_fuel}");
+        let lsn = lock(&shared).inputs.last_lsn().next().0;
+        return Err(fail(
+            &mut lock(&shared),
+            GuestError::Divergence { lsn, detail },
+        ));
+    }
+    context.set_fuel(kill_fuel - consumed)
+}
+
 /// Turns a failed input into a trap, remembering the reason for the driver.
 fn fail<L>(shared: &mut Shared<L>, error: GuestError) -> wasmtime::Error {
     let message = error.to_string();
@@ -282,7 +322,7 @@ fn write_strings<L>(
 /// it (taking back the fuel the rewind burned, see `unwind.rs`), or start the
 /// unwind the host asked for. `true`: an unwind started, so the import returns at
 /// once with no effect (Asyncify discards its result).
-fn asyncify_entry<L>(caller: &mut HostCaller<'_, L>) -> wasmtime::Result<bool> {
+fn asyncify_entry<L: InputLog + 'static>(caller: &mut HostCaller<'_, L>) -> wasmtime::Result<bool> {
     let shared = caller.data().shared.clone();
     let (phase, requested) = {
         let guard = lock(&shared);
@@ -300,6 +340,7 @@ fn asyncify_entry<L>(caller: &mut HostCaller<'_, L>) -> wasmtime::Result<bool> {
             AsyncifyHandles::of_caller(caller, asyncify)?.stop_rewind(&mut *caller)?;
             caller.set_fuel(FUEL_TOTAL - fuel_consumed)?;
             lock(&shared).asyncify_phase = AsyncifyPhase::Normal;
+            stop_at_logged_kill(&mut *caller)?;
             Ok(false)
         }
         other => Err(wasmtime::Error::msg(format!(
@@ -606,7 +647,11 @@ fn define_fds<L: InputLog + 'static>(linker: &mut Linker<HostState<L>>) -> wasmt
         m,
         "fd_read",
         |mut caller: HostCaller<'_, L>, params: (i32, i32, i32, i32)| {
-            Box::new(async move { fd_read(&mut caller, params).await })
+            Box::new(async move {
+                let code = fd_read(&mut caller, params).await?;
+                stop_at_logged_kill(&mut caller)?;
+                Ok(code)
+            })
         },
     )?;
     linker.func_wrap(
@@ -679,7 +724,9 @@ fn define_process<L: InputLog + 'static>(
             if asyncify_entry(&mut caller)? {
                 return Ok(0);
             }
-            clock_time_get(&mut caller, id, time)
+            let code = clock_time_get(&mut caller, id, time)?;
+            stop_at_logged_kill(&mut caller)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap(
@@ -706,14 +753,20 @@ fn define_process<L: InputLog + 'static>(
             if asyncify_entry(&mut caller)? {
                 return Ok(0);
             }
-            random_get(&mut caller, buffer, length)
+            let code = random_get(&mut caller, buffer, length)?;
+            stop_at_logged_kill(&mut caller)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap_async(
         m,
         "poll_oneoff",
         |mut caller: HostCaller<'_, L>, params: (i32, i32, i32, i32)| {
-            Box::new(async move { poll::poll_oneoff(&mut caller, params).await })
+            Box::new(async move {
+                let code = poll::poll_oneoff(&mut caller, params).await?;
+                stop_at_logged_kill(&mut caller)?;
+                Ok(code)
+            })
         },
     )?;
     linker.func_wrap(m, "sched_yield", |mut caller: HostCaller<'_, L>| {

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::start::{run, run_with_options, start, NodeOptions, RunningNode};
+pub use crate::start::{
+    run, run_with_options, start, NodeOptions, RunningNode, GUEST_RUNAWAY_LIMIT_DEFAULT,
+};
 
 /// Everything `understudy node` passes to a node.
 #[derive(Clone, Debug, PartialEq, Eq)]

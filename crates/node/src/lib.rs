@@ -22,7 +22,10 @@ mod state;
 mod transport;
 pub mod wire;
 
-pub use config::{run, run_with_options, start, NodeConfig, NodeError, NodeOptions, RunningNode};
+pub use config::{
+    run, run_with_options, start, NodeConfig, NodeError, NodeOptions, RunningNode,
+    GUEST_RUNAWAY_LIMIT_DEFAULT,
+};
 pub use metadata::{cluster_id_of, METADATA_FILE_NAME};
 pub use service::NodeService;
 pub use state::{MemberAddress, NodeCommand, NodeState};

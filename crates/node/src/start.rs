@@ -41,13 +41,23 @@ pub struct NodeOptions {
     /// against 11–14 ms every 100,000. The cost is up to that many entries in
     /// memory and replayed at restart.
     pub snapshot_threshold_entries: u64,
+    /// How long a guest may run without progress (no input logged, no output
+    /// written) before it is killed as a runaway, the kill logged so its
+    /// backup agrees (docs/pairs.md, "Kills"); `None`: never.
+    pub guest_runaway_limit: Option<Duration>,
 }
+
+/// The default of [`NodeOptions::guest_runaway_limit`]: long enough for any
+/// computation that reports progress now and then, short enough that a guest
+/// stuck in a loop does not hold a core for good.
+pub const GUEST_RUNAWAY_LIMIT_DEFAULT: Duration = Duration::from_secs(30);
 
 impl Default for NodeOptions {
     fn default() -> NodeOptions {
         NodeOptions {
             tick: Duration::from_millis(10),
             snapshot_threshold_entries: 100_000,
+            guest_runaway_limit: Some(GUEST_RUNAWAY_LIMIT_DEFAULT),
         }
     }
 }
@@ -256,8 +266,12 @@ pub async fn start(config: NodeConfig, options: NodeOptions) -> Result<RunningNo
     let driver = spawn_driver(driver, input_receiver, options.tick, shared.clone())?;
     let service = Arc::new(NodeService::new(shared.clone(), inputs.clone()));
     let processes = Arc::new(
-        crate::process::ProcessRuntime::new((*service).clone(), config.data_dir.join("processes"))
-            .map_err(NodeError::Storage)?,
+        crate::process::ProcessRuntime::new(
+            (*service).clone(),
+            config.data_dir.join("processes"),
+            options.guest_runaway_limit,
+        )
+        .map_err(NodeError::Storage)?,
     );
     service.attach_processes(&processes);
     let mut tasks = vec![tokio::spawn(accept_loop(

@@ -31,6 +31,7 @@ fn options() -> NodeOptions {
     NodeOptions {
         tick: Duration::from_millis(10),
         snapshot_threshold_entries: 50,
+        ..NodeOptions::default()
     }
 }
 

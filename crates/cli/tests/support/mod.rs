@@ -73,6 +73,8 @@ pub struct ClusterOptions {
     pub election_timeout_ms: u64,
     /// `--snapshot-threshold-entries`, if not the default.
     pub snapshot_threshold_entries: Option<u64>,
+    /// `--guest-runaway-seconds`, if not the default.
+    pub guest_runaway_seconds: Option<u64>,
     /// `UNDERSTUDY_LOG` of the nodes.
     pub log_filter: String,
 }
@@ -83,6 +85,7 @@ impl Default for ClusterOptions {
             heartbeat_interval_ms: 50,
             election_timeout_ms: 500,
             snapshot_threshold_entries: None,
+            guest_runaway_seconds: None,
             log_filter: "warn".to_string(),
         }
     }
@@ -179,6 +182,10 @@ impl Cluster {
         if let Some(threshold) = self.options.snapshot_threshold_entries {
             arguments.push("--snapshot-threshold-entries".into());
             arguments.push(threshold.to_string().into());
+        }
+        if let Some(seconds) = self.options.guest_runaway_seconds {
+            arguments.push("--guest-runaway-seconds".into());
+            arguments.push(seconds.to_string().into());
         }
         self.nodes.push(NodeProcess {
             id,

@@ -117,12 +117,14 @@ fn marker_path(directory: &Path, pid: u64) -> PathBuf {
 impl ProcessRuntime {
     /// The runtime of the node behind `service`, keeping its files in
     /// `directory`.
-    pub fn new(service: NodeService, directory: PathBuf) -> Result<ProcessRuntime, String> {
+    /// `directory`; a guest running `runaway_limit` without progress is killed.
+    pub fn new(
+        service: NodeService,
+        directory: PathBuf,
+        runaway_limit: Option<Duration>,
+    ) -> Result<ProcessRuntime, String> {
         std::fs::create_dir_all(&directory).map_err(|error| error.to_string())?;
-        let config = GuestConfig {
-            fuel_slice: Some(GUEST_FUEL_SLICE),
-            ..GuestConfig::default()
-        };
+        let config = GuestConfig::with_runaway_limit(GUEST_FUEL_SLICE, runaway_limit);
         let engine = GuestEngine::new(config).map_err(|error| error.to_string())?;
         Ok(ProcessRuntime {
             service,

@@ -576,6 +576,8 @@ impl Primary {
             }
             Ok(RunOutcome::Exited(code)) => self.finish(code, format!("exited with code {code}")),
             Ok(RunOutcome::Trapped(trap)) => self.finish(134, format!("trapped: {trap}")),
+            // 128 + SIGKILL, as a shell reports a killed program.
+            Ok(RunOutcome::Killed(reason)) => self.finish(137, format!("killed: {reason}")),
             Err(error) => {
                 tracing::error!(pid = self.pid, %error, "the guest failed");
                 self.finish(-1, format!("failed: {error}"));

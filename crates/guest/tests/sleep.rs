@@ -174,3 +174,42 @@ fn a_sleeping_guest_is_not_checkpointed_until_the_sleep_ends() {
         "only the start is logged"
     );
 }
+
+/// guests/sleeper-c.wasm: C's `nanosleep` of 200 ms per line, then the line.
+const SLEEPER_C: &[u8] = include_bytes!("../../../guests/sleeper-c.wasm");
+
+#[test]
+fn a_c_program_sleeps_with_nanosleep_and_replays_the_same_lines() {
+    let engine = engine(GuestConfig::default());
+    // With Asyncify (unwound while it sleeps) and without (parked on its fiber).
+    let instrumented = load(&engine, SLEEPER_C);
+    let unchanged = engine.load_unchanged(SLEEPER_C).expect("loads");
+    for module in [instrumented, unchanged] {
+        let started = Instant::now();
+        let mut guest = primary(&engine, &module);
+        guest.with_inputs(|inputs| {
+            inputs.push(b"first\nsecond\n");
+            inputs.close();
+        });
+        let (outcome, sleeps) = run_to_end(&mut guest);
+        assert_eq!(outcome, RunOutcome::Exited(0));
+        assert!(sleeps >= 2, "one sleep per line at least, got {sleeps}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "two naps of 200 ms took {:?}",
+            started.elapsed()
+        );
+        let outputs = guest.take_outputs();
+        let echoed: Vec<u8> = outputs.iter().flat_map(|o| o.bytes.to_vec()).collect();
+        assert_eq!(echoed, b"first\nsecond\n");
+
+        // The replay takes the logged readings: same lines, no waiting.
+        let records = guest.with_inputs(|inputs| inputs.take_records());
+        let mut backup =
+            GuestInstance::new(&engine, &module, &birth(&["sleep"]), Replayer::new(records))
+                .expect("instance");
+        // One run to the end: a replay never returns Sleeping.
+        assert_eq!(backup.run().expect("replays"), RunOutcome::Exited(0));
+        assert_eq!(backup.take_outputs(), outputs);
+    }
+}

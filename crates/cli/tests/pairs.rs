@@ -401,10 +401,16 @@ async fn killing_the_backup_gives_the_primary_a_new_backup() {
     .expect("the test finishes in time");
 }
 
-/// One `POST /stdin` with an explicit key, not retried: (status, body).
+/// One `POST /stdin` with an explicit key, not retried: (status, body). A
+/// body of [`EOF`] closes stdin (`?eof=true`, no bytes).
 async fn raw_stdin(url: &str, pid: u64, body: &str, key: &str) -> Option<(u16, String)> {
+    let (query, body) = if body == EOF {
+        ("?eof=true", "")
+    } else {
+        ("", body)
+    };
     let response = reqwest::Client::new()
-        .post(format!("{url}/v1/processes/{pid}/stdin"))
+        .post(format!("{url}/v1/processes/{pid}/stdin{query}"))
         .header("Idempotency-Key", key)
         .body(body.to_string())
         .timeout(Duration::from_secs(10))
@@ -414,6 +420,9 @@ async fn raw_stdin(url: &str, pid: u64, body: &str, key: &str) -> Option<(u16, S
     let status = response.status().as_u16();
     Some((status, response.text().await.unwrap_or_default()))
 }
+
+/// The body [`raw_stdin`] sends as `?eof=true`.
+const EOF: &str = "<eof>";
 
 /// Sends the write to `url` until it is answered 200 (503 and 504 are
 /// retried with the same key, as the contract says); returns the body.
@@ -438,7 +447,7 @@ async fn raw_stdin_until_ok(url: &str, pid: u64, body: &str, key: &str) -> Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stdin_write_retried_through_another_node_after_a_kill_applies_once() {
+async fn a_stdin_write_retried_through_another_node_after_a_kill_or_an_exit_applies_once() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(3);
         cluster.leader().await;
@@ -470,6 +479,22 @@ async fn a_stdin_write_retried_through_another_node_after_a_kill_applies_once() 
             after.epoch > before.epoch,
             "the write was retried after a failover"
         );
+        // Closing stdin ends the guest; a retry of that write after the exit
+        // gets the first answer, an older sequence is refused.
+        let last_key = format!("{session}:3");
+        let closed = raw_stdin_until_ok(&cluster.client_url(other), pid, EOF, &last_key).await;
+        status_until(&client, pid, "the exit", |status| status.state == "exited").await;
+        for node in cluster.running() {
+            let url = cluster.client_url(node);
+            let retried = raw_stdin_until_ok(&url, pid, EOF, &last_key).await;
+            assert_eq!(retried, closed, "node {node}");
+            let mut older = raw_stdin(&url, pid, "7\n", &second_key).await;
+            while matches!(older, Some((503 | 504, _)) | None) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                older = raw_stdin(&url, pid, "7\n", &second_key).await;
+            }
+            assert_eq!(older.map(|(status, _)| status), Some(400), "node {node}");
+        }
         reader.task.abort();
     })
     .await

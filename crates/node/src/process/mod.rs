@@ -487,11 +487,15 @@ impl ProcessRuntime {
                         detail,
                     },
                 },
-                Outgoing::Exit(code) => ProcessCommand::Exit {
+                Outgoing::Exit {
+                    code,
+                    stdin_answers,
+                } => ProcessCommand::Exit {
                     pid,
                     epoch,
                     code,
                     at_unix_ms: now_unix_ms(),
+                    stdin_answers,
                 },
                 Outgoing::ReplaceBackup { exclude } => {
                     let backup = self.choose_backup(pid, &exclude).await;
@@ -548,11 +552,14 @@ impl ProcessRuntime {
                         },
                     };
                     let _ = self.service.coordinate(note).await;
+                    // Killed by the coordinator while its primary runs: the
+                    // primary's stdin window is not known here.
                     let exit = ProcessCommand::Exit {
                         pid,
                         epoch,
                         code: -1,
                         at_unix_ms,
+                        stdin_answers: Vec::new(),
                     };
                     let _ = self.service.coordinate(exit).await;
                     return false;

@@ -38,6 +38,7 @@ use understudy_pair::{
 use super::inputs::{
     continue_summary, monotonic_reading, LogSummary, ShellSnapshot, StdinArrival, WindowEntry,
 };
+use super::table::{StdinAnswer, STDIN_ANSWERS_KEPT_MAX};
 
 /// How often the thread wakes without events (retransmission clock).
 pub const PRIMARY_TICK: Duration = Duration::from_millis(10);
@@ -110,7 +111,12 @@ pub enum Outgoing {
         exclude: Vec<u64>,
     },
     /// The guest finished and every output is released.
-    Exit(i32),
+    Exit {
+        /// Its exit code.
+        code: i32,
+        /// Each client's latest stdin write, for retries after the exit.
+        stdin_answers: Vec<StdinAnswer>,
+    },
 }
 
 /// What `GET /v1/processes/{pid}` shows of a running primary.
@@ -943,7 +949,27 @@ impl Primary {
             || (self.log.held_outputs() == 0 && self.log.acknowledged() >= self.log.logged());
         if all_released && !self.exit_sent {
             self.exit_sent = true;
-            let _ = self.coordinator_out.send(Outgoing::Exit(code));
+            let stdin_answers = self.stdin_answers();
+            let _ = self.coordinator_out.send(Outgoing::Exit {
+                code,
+                stdin_answers,
+            });
         }
+    }
+
+    /// The window of stdin writes as the table keeps it past the exit: the
+    /// clients that wrote last first, at most [`STDIN_ANSWERS_KEPT_MAX`].
+    fn stdin_answers(&self) -> Vec<StdinAnswer> {
+        let mut latest: Vec<(&Bytes, &WindowEntry)> = self.window.iter().collect();
+        latest.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.lsn));
+        latest
+            .into_iter()
+            .take(STDIN_ANSWERS_KEPT_MAX)
+            .map(|(client, entry)| StdinAnswer {
+                client: client.clone(),
+                sequence: entry.sequence,
+                offset: entry.offset,
+            })
+            .collect()
     }
 }

@@ -114,6 +114,29 @@ impl NodeProcesses {
         self.view(pid, ProcessEntry::summary).await
     }
 
+    /// A stdin write to an exited process: a retry of a client's latest write
+    /// gets the answer of its first try; anything else is refused.
+    async fn stdin_after_exit(
+        &self,
+        write: &StdinWrite,
+        code: i32,
+    ) -> Result<StdinWritten, ProcessError> {
+        if let Some(request) = &write.request_id {
+            let client = request.client_id.clone();
+            let answer = self
+                .view(write.pid, move |entry| entry.stdin_answer(&client))
+                .await?;
+            if let Some(answer) = answer.filter(|answer| answer.sequence == request.sequence) {
+                return Ok(StdinWritten {
+                    offset: answer.offset,
+                });
+            }
+        }
+        Err(ProcessError::BadRequest {
+            detail: format!("process {} exited with code {code}", write.pid),
+        })
+    }
+
     async fn coordinate(&self, command: ProcessCommand) -> Result<ProcessOutcome, ProcessError> {
         match self.service.coordinate(command).await? {
             Ok(outcome) => Ok(outcome),
@@ -343,9 +366,7 @@ impl ProcessService for NodeProcesses {
     async fn write_stdin(&self, write: StdinWrite) -> Result<StdinWritten, ProcessError> {
         let entry = self.summary(write.pid).await?;
         if let RunState::Exited(code) = entry.state {
-            return Err(ProcessError::BadRequest {
-                detail: format!("process {} exited with code {code}", write.pid),
-            });
+            return self.stdin_after_exit(&write, code).await;
         }
         let runtime = self.runtime()?;
         let offset = if entry.primary == self.service.shared().id {

@@ -74,7 +74,26 @@ pub struct ProcessEntry {
     /// The primary of the previous epoch (set by a promotion): a new backup
     /// is not placed on the node that was just suspected.
     pub former_primary: Option<u64>,
+    /// Once exited: each client's latest stdin write and its answer, so a
+    /// retry that arrives after the exit gets the answer of the first try.
+    pub stdin_answers: Vec<StdinAnswer>,
 }
+
+/// The answer a client's latest stdin write got (its idempotency window, kept
+/// past the exit).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinAnswer {
+    /// The client id of the write's idempotency key.
+    pub client: Bytes,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// The offset it was answered with.
+    pub offset: u64,
+}
+
+/// Stdin answers an exit keeps: the clients that wrote last (a primary's
+/// window is bounded by its clients; the table keeps at most this many).
+pub const STDIN_ANSWERS_KEPT_MAX: usize = 1024;
 
 /// A process's identity and placement without its output and history: what
 /// the reconcile loop, stdin routing, status and metrics need. Copying a whole
@@ -114,6 +133,12 @@ pub struct ProcessSummary {
 }
 
 impl ProcessEntry {
+    /// The answer kept for `client`'s latest stdin write (an exited process).
+    pub fn stdin_answer(&self, client: &[u8]) -> Option<StdinAnswer> {
+        let mut answers = self.stdin_answers.iter();
+        answers.find(|answer| answer.client == client).cloned()
+    }
+
     /// This entry without its output and history.
     pub fn summary(&self) -> ProcessSummary {
         ProcessSummary {
@@ -247,6 +272,9 @@ pub enum ProcessCommand {
         code: i32,
         /// When.
         at_unix_ms: u64,
+        /// Each client's latest stdin write (at most
+        /// [`STDIN_ANSWERS_KEPT_MAX`]), for retries after the exit.
+        stdin_answers: Vec<StdinAnswer>,
     },
     /// Removes the process, its output and (if unused) its module.
     Delete {
@@ -410,6 +438,7 @@ impl ProcessTable {
                     events: Vec::new(),
                     exited_at_index: None,
                     former_primary: None,
+                    stdin_answers: Vec::new(),
                 };
                 self.spawn(index, entry, request, at_unix_ms)
             }
@@ -458,9 +487,12 @@ impl ProcessTable {
                 epoch,
                 code,
                 at_unix_ms,
+                mut stdin_answers,
             } => {
                 let entry = self.current(pid, epoch)?;
                 if entry.state == RunState::Running {
+                    stdin_answers.truncate(STDIN_ANSWERS_KEPT_MAX);
+                    entry.stdin_answers = stdin_answers;
                     entry.state = RunState::Exited(code);
                     entry.exited_at_index = Some(index);
                     push_event(entry, at_unix_ms, "exit", format!("exit code {code}"));

@@ -24,10 +24,7 @@ fn spinner(read_clock_first: bool) -> Vec<u8> {
     };
     wat::parse_str(format!(
         r#"(module
-            (import "wasi_snapshot_preview1" "clock_time_get"
-                (func $clock (param i32 i64 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "fd_write"
-                (func $write (param i32 i32 i32 i32) (result i32)))
+            {CLOCK_AND_WRITE_IMPORTS}
             (memory (export "memory") 1)
             (data (i32.const 64) "start\n")
             (global $spins (mut i64) (i64.const 0))

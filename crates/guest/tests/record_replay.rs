@@ -324,19 +324,16 @@ fn fuel_slices_resume_and_keep_fuel_positions() {
 #[test]
 fn monotonic_clock_adds_the_host_offset() {
     let engine = engine(GuestConfig::default());
-    let bytes = wat::parse_str(
+    let bytes = wat::parse_str(format!(
         r#"(module
-            (import "wasi_snapshot_preview1" "clock_time_get"
-                (func $clock (param i32 i64 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "fd_write"
-                (func $write (param i32 i32 i32 i32) (result i32)))
+            {CLOCK_AND_WRITE_IMPORTS}
             (memory (export "memory") 1)
             (func (export "_start")
                 (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 64)))
                 (i32.store (i32.const 0) (i32.const 64))
                 (i32.store (i32.const 4) (i32.const 8))
-                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
-    )
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    ))
     .expect("parses");
     let module = load(&engine, &bytes);
     let mut instance = GuestInstance::new(

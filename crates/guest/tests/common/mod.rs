@@ -15,6 +15,13 @@ pub const RUNNING_TOTAL: &[u8] = include_bytes!("../../../../guests/running-tota
 pub const REACTOR_TOTAL: &[u8] = include_bytes!("../../../../guests/reactor-total.wasm");
 pub const CPU_HEAVY: &[u8] = include_bytes!("../../../../guests/cpu-heavy.wasm");
 
+/// WAT imports of `clock_time_get` as `$clock` and `fd_write` as `$write`.
+pub const CLOCK_AND_WRITE_IMPORTS: &str = r#"
+    (import "wasi_snapshot_preview1" "clock_time_get"
+        (func $clock (param i32 i64 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "fd_write"
+        (func $write (param i32 i32 i32 i32) (result i32)))"#;
+
 pub fn engine(config: GuestConfig) -> GuestEngine {
     GuestEngine::new(config).expect("the engine configuration is valid")
 }

@@ -499,8 +499,11 @@ fn runaway_watch<L: InputLog + 'static>(
         }
         match runaway_ticks {
             Some(limit) if ticks_without_progress >= limit => {
-                let ran = match epoch_tick {
-                    Some(tick) => format!("{:?}", tick.saturating_mul(limit as u32)),
+                let limit_time = epoch_tick
+                    .zip(u32::try_from(limit).ok())
+                    .and_then(|(tick, limit)| tick.checked_mul(limit));
+                let ran = match limit_time {
+                    Some(time) => format!("{time:?}"),
                     None => format!("{limit} epoch ticks"),
                 };
                 let reason = format!("runaway: ran {ran} without input or output");

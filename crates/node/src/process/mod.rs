@@ -116,7 +116,6 @@ fn marker_path(directory: &Path, pid: u64) -> PathBuf {
 
 impl ProcessRuntime {
     /// The runtime of the node behind `service`, keeping its files in
-    /// `directory`.
     /// `directory`; a guest running `runaway_limit` without progress is killed.
     pub fn new(
         service: NodeService,
@@ -552,8 +551,9 @@ impl ProcessRuntime {
                         },
                     };
                     let _ = self.service.coordinate(note).await;
-                    // Killed by the coordinator while its primary runs: the
-                    // primary's stdin window is not known here.
+                    // Stopped here, on the courier's path, not by its primary
+                    // thread: the primary's stdin window is not at hand, so a
+                    // retry after this exit answers 400.
                     let exit = ProcessCommand::Exit {
                         pid,
                         epoch,

@@ -83,7 +83,7 @@ fn fingerprints(records: &[Record]) -> Vec<(u64, Bytes, u64)> {
 #[test]
 fn modules_are_instrumented_at_load_and_report_their_recovery_mode() {
     let engine = engine(GuestConfig::default());
-    for bytes in [RUNNING_TOTAL, CPU_HEAVY] {
+    for bytes in [RUNNING_TOTAL, CPU_HEAVY, RUNNING_TOTAL_ZIG] {
         let module = load(&engine, bytes);
         assert_eq!(module.recovery_mode(), RecoveryMode::Checkpoint);
         assert_eq!(module.replay_reason(), None);
@@ -143,8 +143,14 @@ fn blocking_costs_no_fuel_positions_whatever_the_arrival_of_input() {
 
 #[test]
 fn a_command_blocked_in_stdin_is_checkpointed_and_continues_elsewhere() {
+    // The same program in C and in Zig.
+    blocked_in_stdin_checkpointed_and_continued(RUNNING_TOTAL);
+    blocked_in_stdin_checkpointed_and_continued(RUNNING_TOTAL_ZIG);
+}
+
+fn blocked_in_stdin_checkpointed_and_continued(bytes: &[u8]) {
     let engine = engine(GuestConfig::default());
-    let module = load(&engine, RUNNING_TOTAL);
+    let module = load(&engine, bytes);
     let chunks = lines(10);
     let (code, expected_outputs, expected_records) = uninterrupted(&engine, &module, &chunks);
 

@@ -14,6 +14,8 @@ use understudy_guest::{
 pub const RUNNING_TOTAL: &[u8] = include_bytes!("../../../../guests/running-total.wasm");
 pub const REACTOR_TOTAL: &[u8] = include_bytes!("../../../../guests/reactor-total.wasm");
 pub const CPU_HEAVY: &[u8] = include_bytes!("../../../../guests/cpu-heavy.wasm");
+/// guests/running-total.wasm's program written in Zig.
+pub const RUNNING_TOTAL_ZIG: &[u8] = include_bytes!("../../../../guests/running-total-zig.wasm");
 
 /// WAT imports of `clock_time_get` as `$clock` and `fd_write` as `$write`.
 pub const CLOCK_AND_WRITE_IMPORTS: &str = r#"

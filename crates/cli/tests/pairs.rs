@@ -1,6 +1,6 @@
 //! Acceptance of process pairs (issue 4) with real node processes: SIGKILL of
 //! the primary's node ten times in one stream of input, for a command guest
-//! and a reactor guest; SIGKILL of the backup's node; a stdin write retried
+//! (in C and in Zig) and a reactor guest; SIGKILL of the backup's node; a stdin write retried
 //! through another node after a kill; restores from checkpoints, including one
 //! taken while a compute-bound command was busy with queued stdin; a sleep in
 //! `poll_oneoff` honoured by the primary and finished by the promoted backup; a
@@ -316,12 +316,23 @@ async fn kill_primaries_during_a_stream(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_guest_survives_ten_kills_of_its_primary() {
+    command_survives_ten_kills("running-total.wasm").await;
+}
+
+/// The same program written in Zig: checkpointed (Asyncify) like the C one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zig_command_guest_survives_ten_kills_of_its_primary() {
+    command_survives_ten_kills("running-total-zig.wasm").await;
+}
+
+async fn command_survives_ten_kills(module: &str) {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(3);
         cluster.leader().await;
         let client = patient_client(&cluster);
-        let pid = spawn(&client, "running-total.wasm", "running-total").await;
-        caught_up(&client, pid).await;
+        let pid = spawn(&client, module, "running-total").await;
+        let paired = caught_up(&client, pid).await;
+        assert_eq!(paired.recovery_mode, "checkpoint", "{module}");
         let reader = Reader::start(client.clone(), pid);
         reader.wait_for(1).await;
         let token = reader.lines()[0].clone();

@@ -760,17 +760,21 @@ mod tests {
         assert!(partial.is_empty());
     }
 
+    /// A phase that acknowledged `writes` writes in `seconds`.
+    fn phase(writes: u64, seconds: u64) -> PhaseResult {
+        PhaseResult {
+            acknowledged_writes: writes,
+            writing: Duration::from_secs(seconds),
+            ..PhaseResult::default()
+        }
+    }
+
     #[test]
     fn ratio_of_writes_per_second() {
-        let phase = |writes| PhaseResult {
-            acknowledged_writes: writes,
-            writing: Duration::from_secs(2),
-            ..PhaseResult::default()
-        };
         let result = WritersResult {
             writers: 8,
-            paired: phase(90),
-            unpaired: phase(100),
+            paired: phase(90, 2),
+            unpaired: phase(100, 2),
         };
         assert!((result.ratio() - 0.9).abs() < 1e-9);
         let nothing_unpaired = WritersResult {
@@ -782,19 +786,14 @@ mod tests {
 
     #[test]
     fn peak_ratio_compares_each_kinds_best_writer_count() {
-        let phase = |writes| PhaseResult {
-            acknowledged_writes: writes,
-            writing: Duration::from_secs(1),
-            ..PhaseResult::default()
-        };
         let sweep = |pairs: &[(u64, u64)]| PairsReport {
             throughput: pairs
                 .iter()
                 .enumerate()
                 .map(|(index, &(paired, unpaired))| WritersResult {
                     writers: index + 1,
-                    paired: phase(paired),
-                    unpaired: phase(unpaired),
+                    paired: phase(paired, 1),
+                    unpaired: phase(unpaired, 1),
                 })
                 .collect(),
             failovers: Samples::default(),

@@ -463,10 +463,10 @@ fn kill_of<L: InputLog>(
         return Some(shared.inputs.kill(&reason, fuel));
     }
     let out_of_fuel = error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
-    let kill_fuel = shared.inputs.next_kill_fuel()?;
     if !(shared.kill_stop_set && out_of_fuel) {
         return None;
     }
+    let kill_fuel = shared.inputs.next_kill_fuel()?;
     Some(shared.inputs.kill("", kill_fuel))
 }
 

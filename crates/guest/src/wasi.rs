@@ -242,27 +242,21 @@ pub(crate) fn stop_at_logged_kill<L: InputLog + 'static>(
 ) -> wasmtime::Result<()> {
     let mut context = context.as_context_mut();
     let shared = context.data().shared.clone();
-    let kill_fuel = {
-        let mut guard = lock(&shared);
-        // An unwinding guest sets its fuel back when the unwind ends; the
-        // stop is set when it rewinds.
-        if guard.kill_stop_set || guard.asyncify_phase != AsyncifyPhase::Normal {
-            return Ok(());
-        }
-        let Some(kill_fuel) = guard.inputs.next_kill_fuel() else {
-            return Ok(());
-        };
-        guard.kill_stop_set = true;
-        kill_fuel
+    let mut guard = lock(&shared);
+    // An unwinding guest sets its fuel back when the unwind ends; the stop is
+    // set when it rewinds.
+    if guard.kill_stop_set || guard.asyncify_phase != AsyncifyPhase::Normal {
+        return Ok(());
+    }
+    let Some(kill_fuel) = guard.inputs.next_kill_fuel() else {
+        return Ok(());
     };
+    guard.kill_stop_set = true;
     let consumed = FUEL_TOTAL - context.get_fuel()?;
     if consumed > kill_fuel {
         let detail = format!("guest at fuel {consumed}, past the logged kill at fuel {kill_fuel}");
-        let lsn = lock(&shared).inputs.last_lsn().next().0;
-        return Err(fail(
-            &mut lock(&shared),
-            GuestError::Divergence { lsn, detail },
-        ));
+        let lsn = guard.inputs.last_lsn().next().0;
+        return Err(fail(&mut guard, GuestError::Divergence { lsn, detail }));
     }
     context.set_fuel(kill_fuel - consumed)
 }

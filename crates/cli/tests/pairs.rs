@@ -4,7 +4,8 @@
 //! through another node after a kill; restores from checkpoints, including one
 //! taken while a compute-bound command was busy with queued stdin; a sleep in
 //! `poll_oneoff` honoured by the primary and finished by the promoted backup; a
-//! runaway guest killed, the kill logged and reported.
+//! runaway guest killed, the kill logged and reported, also by a primary
+//! promoted while the guest spun.
 //!
 //! Every wait polls an observable condition with a deadline; each test is
 //! bounded by [`TEST_TIMEOUT`].
@@ -793,6 +794,54 @@ async fn a_runaway_guest_is_killed_and_its_kill_reported() {
             .iter()
             .any(|event| event.detail.contains("killed: runaway"));
         assert!(killed, "no kill among the events: {events:?}");
+    })
+    .await
+    .expect("the test finishes in time");
+}
+
+/// The runaway limit of the promoted-primary test: long enough that the
+/// test's SIGKILL of the first primary comes well before it.
+const RUNAWAY_SECONDS_ACROSS_A_KILL: u64 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_guest_whose_primary_dies_is_killed_by_the_promoted_primary() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let options = ClusterOptions {
+            guest_runaway_seconds: Some(RUNAWAY_SECONDS_ACROSS_A_KILL),
+            ..ClusterOptions::default()
+        };
+        let mut cluster = Cluster::start_with(3, options);
+        cluster.leader().await;
+        let client = patient_client(&cluster);
+        let module = wat::parse_str(SPINNER).expect("the spinner assembles");
+        let spawned = std::time::Instant::now();
+        let pid = spawn_module(&client, module, "spinner").await;
+        let reader = Reader::start(client.clone(), pid);
+        // "start" released: the backup acknowledged the records before the spin.
+        reader.wait_for(1).await;
+        let before = caught_up(&client, pid).await;
+        assert!(
+            spawned.elapsed() < Duration::from_secs(RUNAWAY_SECONDS_ACROSS_A_KILL - 1),
+            "pairing took {:?}: too close to the runaway limit for this test",
+            spawned.elapsed()
+        );
+        cluster.kill(cluster.index_of(before.primary));
+        let exited = status_until(&client, pid, "the promoted spinner's kill", |status| {
+            status.state == "exited"
+        })
+        .await;
+        assert_eq!(exited.exit_code, Some(137), "{exited:?}");
+        assert!(exited.epoch > before.epoch, "{exited:?} after {before:?}");
+        // The promoted primary regenerated "start" (oseq 0): released once.
+        assert_eq!(stored_stdout(&client, pid).await, "start\n");
+        assert_eq!(reader.lines(), vec!["start"]);
+        let events = client.process_events(pid).await.expect("events");
+        let killed_in = events
+            .iter()
+            .find(|event| event.detail.contains("killed: runaway"))
+            .map(|event| event.epoch);
+        assert_eq!(killed_in, Some(exited.epoch), "{events:?}");
+        reader.task.abort();
     })
     .await
     .expect("the test finishes in time");

@@ -21,7 +21,7 @@ use std::ffi::OsString;
 /// The allocator of every node and command: mimalloc. A node allocates on one
 /// thread (the HTTP tasks, the guest's thread, the pair courier) and frees on
 /// another all the time; glibc's malloc spent about a tenth of a node's CPU
-/// on that under load (docs/benchmark.md, "2026-12-06 19:00–19:55").
+/// on that under load (docs/benchmark.md, "2026-12-06 19:00–20:10").
 #[global_allocator]
 static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -5,8 +5,7 @@
 //! `<pid>.checkpoint.part` and synced likewise.
 //!
 //! Records file: a header frame holding the epoch the backup was assigned in,
-//! then one frame per record, contiguous lsns (the first follows the newest
-//! checkpoint, or is lsn 1); a frame is `[length u32 LE][crc32c u32 LE]
+//! then one frame per record, contiguous lsns; a frame is `[length u32 LE][crc32c u32 LE]
 //! [postcard body]`. A torn tail (a crash mid-write) ends the file at the last
 //! whole frame: those records were never acknowledged.
 //!
@@ -19,8 +18,14 @@
 //!
 //! Checkpoints: a complete one is renamed to `<pid>.checkpoint-<after_lsn>`
 //! (its encoding carries its own crc32c) and folded into the in-memory image a
-//! promotion restores; the records it covers are then dropped (the records
-//! file is rewritten without them). Checkpoints are incremental: the files
+//! promotion restores; the records it covers are then dropped from memory.
+//! The records file keeps them, and a reopen skips them, until it has grown
+//! past [`RECORDS_FILE_COMPACT_BYTES`]: a checkpoint then rewrites it with only
+//! the records after it. Rewriting at every checkpoint cost the backup's node
+//! a 1 MiB preallocated file and two more syncs per checkpoint — a dozen a
+//! second under load (docs/benchmark.md, "2026-12-06 19:00–20:10"). A
+//! checkpoint past the file's last record (a new pairing's first one) is
+//! always rewritten, so that the records after it stay contiguous in the file. Checkpoints are incremental: the files
 //! since the newest *full* one form the chain a restart folds again; older
 //! files are deleted when a full one completes. The primary keeps the chain
 //! valid: it ships an incremental checkpoint only after this backup completed
@@ -42,6 +47,9 @@ const HEADER_BYTES: u64 = 16;
 /// The records file grows by this many zero bytes at a time (see the module's
 /// docs): one size change per this many bytes of records.
 pub const PREALLOCATED_BYTES: u64 = 1024 * 1024;
+/// A checkpoint rewrites the records file without the records it covers once
+/// the file's valid frames reach this size (see the module's docs).
+pub const RECORDS_FILE_COMPACT_BYTES: u64 = 8 * PREALLOCATED_BYTES;
 
 /// The backup of one pid on this node.
 #[derive(Debug)]
@@ -65,6 +73,9 @@ pub struct Backup {
     file: File,
     /// Where the next record's frame goes: the end of the valid frames.
     write_offset: u64,
+    /// The lsn of the file's last record, covered by a checkpoint or not
+    /// (`None`: the file holds no record).
+    file_last_lsn: Option<Lsn>,
     /// The records file's length: valid frames, then zeros.
     allocated: u64,
     /// The checkpoint being received: its `after_lsn` and the bytes so far.
@@ -210,6 +221,7 @@ impl Backup {
         let path = backup_path(directory, pid);
         let _ = std::fs::remove_file(part_path(directory, pid));
         let reused = read_records(&path, epoch).and_then(|(records, valid_bytes)| {
+            let file_last_lsn = records.last().map(|record| record.lsn);
             let image = fold_checkpoint_files(directory, pid);
             let image_lsn = image.as_ref().map_or(Lsn(0), |image| image.lsn());
             let records: Vec<Record> = records
@@ -220,16 +232,16 @@ impl Backup {
             let continues = records
                 .first()
                 .is_none_or(|first| first.lsn == image_lsn.next());
-            continues.then_some((records, valid_bytes, image))
+            continues.then_some((records, valid_bytes, image, file_last_lsn))
         });
-        let (records, image, file, valid_bytes) = match reused {
-            Some((records, valid_bytes, image)) => {
+        let (records, image, file, valid_bytes, file_last_lsn) = match reused {
+            Some((records, valid_bytes, image, file_last_lsn)) => {
                 let file = OpenOptions::new().write(true).open(&path)?;
                 // Cut a torn tail (and the zeros after it) so the next record
                 // follows the last whole one.
                 file.set_len(valid_bytes)?;
                 file.sync_all()?;
-                (records, image, file, valid_bytes)
+                (records, image, file, valid_bytes, file_last_lsn)
             }
             None => {
                 remove_checkpoints(directory, pid);
@@ -237,12 +249,12 @@ impl Backup {
                 file.write_all(&frame(&epoch.to_le_bytes()))?;
                 file.sync_all()?;
                 sync_directory(directory)?;
-                (Vec::new(), None, file, HEADER_BYTES)
+                (Vec::new(), None, file, HEADER_BYTES, None)
             }
         };
         let checkpoint_lsn = image.as_ref().map_or(Lsn(0), |image| image.lsn());
         let durable = records.last().map_or(checkpoint_lsn, |record| record.lsn);
-        Ok(Backup {
+        let mut backup = Backup {
             log: BackupLog::with_checkpoint(Pid(pid), Epoch(epoch), checkpoint_lsn, durable),
             records,
             image,
@@ -253,9 +265,16 @@ impl Backup {
             path,
             file,
             write_offset: valid_bytes,
+            file_last_lsn,
             allocated: valid_bytes,
             incoming: None,
-        })
+        };
+        // A crash between a checkpoint past the file's last record and its
+        // rewrite: rewrite now, or the next record would not follow in the file.
+        if file_last_lsn.is_some_and(|last| last < checkpoint_lsn) {
+            backup.rewrite_records()?;
+        }
+        Ok(backup)
     }
 
     /// Handles a message from the primary: persists what the core asks to
@@ -304,6 +323,7 @@ impl Backup {
         self.file.write_all_at(&frames, self.write_offset)?;
         self.file.sync_data()?;
         self.write_offset = end;
+        self.file_last_lsn = Some(last);
         self.records.extend(records);
         self.log.handle_persisted(last);
         Ok(())
@@ -388,7 +408,11 @@ impl Backup {
                 }
             }
         }
-        self.rewrite_records().map_err(io)
+        let past_the_file = self.file_last_lsn.is_some_and(|last| last < after_lsn);
+        if past_the_file || self.write_offset >= RECORDS_FILE_COMPACT_BYTES {
+            self.rewrite_records().map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Writes the records file anew with the records kept (after the newest
@@ -407,6 +431,7 @@ impl Backup {
         sync_directory(&self.directory)?;
         self.file = file;
         self.write_offset = write_offset;
+        self.file_last_lsn = self.records.last().map(|record| record.lsn);
         self.allocated = allocated;
         Ok(())
     }
@@ -540,6 +565,114 @@ mod tests {
         assert_eq!(lsns(&reopened.records), vec![second.lsn.0 + 1]);
         assert_eq!(reopened.log.checkpoint_lsn(), second.lsn);
         assert_eq!(reopened.log.durable(), Lsn(second.lsn.0 + 1));
+    }
+
+    #[test]
+    fn covered_records_stay_in_the_file_and_a_reopen_skips_them() {
+        let checkpoints = reactor_checkpoints(&[b"5\n", b"7\n"]);
+        let first = &checkpoints[0];
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
+        backup
+            .handle(append(1, 1..=first.lsn.0 + 2))
+            .expect("records");
+        let written = backup.write_offset;
+        ship(&mut backup, first);
+        assert_eq!(backup.write_offset, written, "the file is not rewritten");
+        assert_eq!(
+            lsns(&backup.records),
+            vec![first.lsn.0 + 1, first.lsn.0 + 2]
+        );
+        backup
+            .handle(append(1, first.lsn.0 + 3..=first.lsn.0 + 3))
+            .expect("more");
+        drop(backup);
+
+        let reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        let after: Vec<u64> = (first.lsn.0 + 1..=first.lsn.0 + 3).collect();
+        assert_eq!(lsns(&reopened.records), after, "covered records skipped");
+        assert_eq!(reopened.log.checkpoint_lsn(), first.lsn);
+    }
+
+    #[test]
+    fn a_checkpoint_rewrites_the_records_file_once_it_is_large() {
+        let checkpoints = reactor_checkpoints(&[b"5\n", b"7\n"]);
+        let (first, second) = (&checkpoints[0], &checkpoints[1]);
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
+        backup.handle(append(1, 1..=first.lsn.0)).expect("records");
+        ship(&mut backup, first);
+        // Records of about 4 KiB until the file passes the compaction size.
+        let big = |lsn: u64| Record {
+            lsn: Lsn(lsn),
+            epoch: Epoch(1),
+            kind: RecordKind::StdinArrived,
+            payload: Bytes::from(vec![b'x'; 4000]),
+            fuel_consumed: 0,
+        };
+        let count = RECORDS_FILE_COMPACT_BYTES / 4000 + 1;
+        let last = second.lsn.0 + count;
+        let records = (first.lsn.0 + 1..=last).map(big).collect();
+        let message = PairMessage::Append {
+            pid: Pid(7),
+            epoch: Epoch(1),
+            records,
+        };
+        backup.handle(message).expect("big records");
+        assert!(backup.write_offset >= RECORDS_FILE_COMPACT_BYTES);
+        ship(&mut backup, second);
+        let kept = (last - second.lsn.0) * (4000 + 8 + 16);
+        assert!(
+            backup.write_offset < HEADER_BYTES + kept + 4096,
+            "rewritten with the records after the checkpoint only: {} bytes",
+            backup.write_offset
+        );
+        drop(backup);
+        let reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        let after: Vec<u64> = (second.lsn.0 + 1..=last).collect();
+        assert_eq!(lsns(&reopened.records), after);
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_files_last_record_keeps_the_next_records_readable() {
+        let checkpoints = reactor_checkpoints(&[b"5\n", b"7\n"]);
+        let first = &checkpoints[0];
+        assert!(
+            first.lsn.0 > 1,
+            "the checkpoint follows more than one record"
+        );
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
+        backup.handle(append(1, 1..=1)).expect("record 1");
+        ship(&mut backup, first);
+        let next = first.lsn.0 + 1..=first.lsn.0 + 2;
+        backup
+            .handle(append(1, next.clone()))
+            .expect("records after");
+        drop(backup);
+        let reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        assert_eq!(lsns(&reopened.records), next.collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_crash_before_the_rewrite_after_a_checkpoint_past_the_file_is_repaired_at_open() {
+        let checkpoints = reactor_checkpoints(&[b"5\n"]);
+        let first = &checkpoints[0];
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
+        backup.handle(append(1, 1..=1)).expect("record 1");
+        drop(backup);
+        // The checkpoint was kept under its name; the rewrite never ran.
+        let named = checkpoint_path(directory.path(), 7, first.lsn);
+        std::fs::write(named, first.encode()).expect("checkpoint file");
+        let mut reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        let next = first.lsn.0 + 1..=first.lsn.0 + 2;
+        reopened
+            .handle(append(1, next.clone()))
+            .expect("records after");
+        drop(reopened);
+        let again = Backup::open(directory.path(), 7, 1).expect("reopen again");
+        assert_eq!(lsns(&again.records), next.collect::<Vec<_>>());
     }
 
     #[test]

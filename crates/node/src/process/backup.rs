@@ -645,12 +645,18 @@ mod tests {
         let mut backup = Backup::open(directory.path(), 7, 1).expect("open");
         backup.handle(append(1, 1..=1)).expect("record 1");
         ship(&mut backup, first);
-        let next = first.lsn.0 + 1..=first.lsn.0 + 2;
+        records_after_survive_a_reopen(backup, directory.path(), first.lsn);
+    }
+
+    /// Appends the two records after `lsn` to `backup`, then checks that a
+    /// reopen reads them back.
+    fn records_after_survive_a_reopen(mut backup: Backup, directory: &Path, lsn: Lsn) {
+        let next = lsn.0 + 1..=lsn.0 + 2;
         backup
             .handle(append(1, next.clone()))
             .expect("records after");
         drop(backup);
-        let reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        let reopened = Backup::open(directory, 7, 1).expect("reopen");
         assert_eq!(lsns(&reopened.records), next.collect::<Vec<_>>());
     }
 
@@ -665,14 +671,8 @@ mod tests {
         // The checkpoint was kept under its name; the rewrite never ran.
         let named = checkpoint_path(directory.path(), 7, first.lsn);
         std::fs::write(named, first.encode()).expect("checkpoint file");
-        let mut reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
-        let next = first.lsn.0 + 1..=first.lsn.0 + 2;
-        reopened
-            .handle(append(1, next.clone()))
-            .expect("records after");
-        drop(reopened);
-        let again = Backup::open(directory.path(), 7, 1).expect("reopen again");
-        assert_eq!(lsns(&again.records), next.collect::<Vec<_>>());
+        let reopened = Backup::open(directory.path(), 7, 1).expect("reopen");
+        records_after_survive_a_reopen(reopened, directory.path(), first.lsn);
     }
 
     #[test]

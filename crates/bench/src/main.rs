@@ -95,8 +95,9 @@ enum BenchCommand {
         /// Concurrent stdin writers per phase, each with its own client id;
         /// a comma-separated list runs the throughput phases once per count.
         /// The summary's `peak_ratio` compares each kind's best count: keep
-        /// a count high enough to saturate the node in the list.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+        /// a count high enough to saturate the node in the list (on 2 cores
+        /// a paired guest needs 256; 512 overloads both kinds).
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32,128,256")]
         writers: Vec<usize>,
         /// Primary kills (0 skips the failover part).
         #[arg(long, default_value_t = 20)]

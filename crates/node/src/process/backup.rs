@@ -480,6 +480,17 @@ mod tests {
         }
     }
 
+    /// A record of lsn `lsn` with a 4000-byte payload.
+    fn big_record(lsn: u64) -> Record {
+        Record {
+            lsn: Lsn(lsn),
+            epoch: Epoch(1),
+            kind: RecordKind::StdinArrived,
+            payload: Bytes::from(vec![b'x'; 4000]),
+            fuel_consumed: 0,
+        }
+    }
+
     /// reactor-total's checkpoints, taken after each handler call: the
     /// first full, the others incremental.
     fn reactor_checkpoints(inputs: &[&[u8]]) -> Vec<Checkpoint> {
@@ -603,16 +614,9 @@ mod tests {
         backup.handle(append(1, 1..=first.lsn.0)).expect("records");
         ship(&mut backup, first);
         // Records of about 4 KiB until the file passes the compaction size.
-        let big = |lsn: u64| Record {
-            lsn: Lsn(lsn),
-            epoch: Epoch(1),
-            kind: RecordKind::StdinArrived,
-            payload: Bytes::from(vec![b'x'; 4000]),
-            fuel_consumed: 0,
-        };
         let count = RECORDS_FILE_COMPACT_BYTES / 4000 + 1;
         let last = second.lsn.0 + count;
-        let records = (first.lsn.0 + 1..=last).map(big).collect();
+        let records = (first.lsn.0 + 1..=last).map(big_record).collect();
         let message = PairMessage::Append {
             pid: Pid(7),
             epoch: Epoch(1),
@@ -805,14 +809,7 @@ mod tests {
         let length = || std::fs::metadata(&path).expect("metadata").len();
         assert_eq!(length(), PREALLOCATED_BYTES, "one chunk of zeros");
         // Records of about 4 KiB each: 300 of them need a second chunk.
-        let big = |lsn: u64| Record {
-            lsn: Lsn(lsn),
-            epoch: Epoch(1),
-            kind: RecordKind::StdinArrived,
-            payload: Bytes::from(vec![b'x'; 4000]),
-            fuel_consumed: 0,
-        };
-        let records = (4..=303).map(big).collect();
+        let records = (4..=303).map(big_record).collect();
         let answers = backup
             .handle(PairMessage::Append {
                 pid: Pid(7),

@@ -5,9 +5,10 @@
 //! `<pid>.checkpoint.part` and synced likewise.
 //!
 //! Records file: a header frame holding the epoch the backup was assigned in,
-//! then one frame per record, contiguous lsns; a frame is `[length u32 LE][crc32c u32 LE]
-//! [postcard body]`. A torn tail (a crash mid-write) ends the file at the last
-//! whole frame: those records were never acknowledged.
+//! then one frame per record, contiguous lsns; a frame is
+//! `[length u32 LE][crc32c u32 LE][postcard body]`. A torn tail (a crash
+//! mid-write) ends the file at the last whole frame: those records were never
+//! acknowledged.
 //!
 //! The file is preallocated: it grows by [`PREALLOCATED_BYTES`] of zeros at a
 //! time and records are written in place into them, so the fdatasync that
@@ -24,10 +25,12 @@
 //! the records after it. Rewriting at every checkpoint cost the backup's node
 //! a 1 MiB preallocated file and two more syncs per checkpoint — a dozen a
 //! second under load (docs/benchmark.md, "2026-12-06 19:00–20:10"). A
-//! checkpoint past the file's last record (a new pairing's first one) is
-//! always rewritten, so that the records after it stay contiguous in the file. Checkpoints are incremental: the files
-//! since the newest *full* one form the chain a restart folds again; older
-//! files are deleted when a full one completes. The primary keeps the chain
+//! checkpoint past the last record kept (a new pairing's first one) is always
+//! rewritten, so that the records after it stay contiguous in the file.
+//!
+//! Checkpoints are incremental: the files since the newest *full* one form
+//! the chain a restart folds again; older files are deleted when a full one
+//! completes. The primary keeps the chain
 //! valid: it ships an incremental checkpoint only after this backup completed
 //! its predecessor, and a full one to every new backup.
 
@@ -73,9 +76,6 @@ pub struct Backup {
     file: File,
     /// Where the next record's frame goes: the end of the valid frames.
     write_offset: u64,
-    /// The lsn of the file's last record, covered by a checkpoint or not
-    /// (`None`: the file holds no record).
-    file_last_lsn: Option<Lsn>,
     /// The records file's length: valid frames, then zeros.
     allocated: u64,
     /// The checkpoint being received: its `after_lsn` and the bytes so far.
@@ -221,7 +221,6 @@ impl Backup {
         let path = backup_path(directory, pid);
         let _ = std::fs::remove_file(part_path(directory, pid));
         let reused = read_records(&path, epoch).and_then(|(records, valid_bytes)| {
-            let file_last_lsn = records.last().map(|record| record.lsn);
             let image = fold_checkpoint_files(directory, pid);
             let image_lsn = image.as_ref().map_or(Lsn(0), |image| image.lsn());
             let records: Vec<Record> = records
@@ -232,16 +231,16 @@ impl Backup {
             let continues = records
                 .first()
                 .is_none_or(|first| first.lsn == image_lsn.next());
-            continues.then_some((records, valid_bytes, image, file_last_lsn))
+            continues.then_some((records, valid_bytes, image))
         });
-        let (records, image, file, valid_bytes, file_last_lsn) = match reused {
-            Some((records, valid_bytes, image, file_last_lsn)) => {
+        let (records, image, file, valid_bytes) = match reused {
+            Some((records, valid_bytes, image)) => {
                 let file = OpenOptions::new().write(true).open(&path)?;
                 // Cut a torn tail (and the zeros after it) so the next record
                 // follows the last whole one.
                 file.set_len(valid_bytes)?;
                 file.sync_all()?;
-                (records, image, file, valid_bytes, file_last_lsn)
+                (records, image, file, valid_bytes)
             }
             None => {
                 remove_checkpoints(directory, pid);
@@ -249,7 +248,7 @@ impl Backup {
                 file.write_all(&frame(&epoch.to_le_bytes()))?;
                 file.sync_all()?;
                 sync_directory(directory)?;
-                (Vec::new(), None, file, HEADER_BYTES, None)
+                (Vec::new(), None, file, HEADER_BYTES)
             }
         };
         let checkpoint_lsn = image.as_ref().map_or(Lsn(0), |image| image.lsn());
@@ -265,13 +264,13 @@ impl Backup {
             path,
             file,
             write_offset: valid_bytes,
-            file_last_lsn,
             allocated: valid_bytes,
             incoming: None,
         };
-        // A crash between a checkpoint past the file's last record and its
-        // rewrite: rewrite now, or the next record would not follow in the file.
-        if file_last_lsn.is_some_and(|last| last < checkpoint_lsn) {
+        // No record kept past the image: the file may end before the image
+        // (a crash between such a checkpoint and its rewrite), and the next
+        // record would not follow in the file. Rewrite it, as a checkpoint does.
+        if backup.records.is_empty() && backup.image.is_some() {
             backup.rewrite_records()?;
         }
         Ok(backup)
@@ -323,7 +322,6 @@ impl Backup {
         self.file.write_all_at(&frames, self.write_offset)?;
         self.file.sync_data()?;
         self.write_offset = end;
-        self.file_last_lsn = Some(last);
         self.records.extend(records);
         self.log.handle_persisted(last);
         Ok(())
@@ -396,6 +394,13 @@ impl Backup {
         // new image and the records after it; the disk holds the old chain and
         // every record until the renames below finish (each consistent).
         fold(&mut self.image, &checkpoint)?;
+        // The last record kept in memory is the file's last one (with none
+        // kept, the file may end anywhere before): past it, the next records
+        // would not follow it in the file.
+        let past_the_file = self
+            .records
+            .last()
+            .is_none_or(|record| record.lsn < after_lsn);
         self.records.retain(|record| record.lsn > after_lsn);
         let io = |error: std::io::Error| error.to_string();
         let named = checkpoint_path(&self.directory, self.pid, after_lsn);
@@ -408,7 +413,6 @@ impl Backup {
                 }
             }
         }
-        let past_the_file = self.file_last_lsn.is_some_and(|last| last < after_lsn);
         if past_the_file || self.write_offset >= RECORDS_FILE_COMPACT_BYTES {
             self.rewrite_records().map_err(io)?;
         }
@@ -431,7 +435,6 @@ impl Backup {
         sync_directory(&self.directory)?;
         self.file = file;
         self.write_offset = write_offset;
-        self.file_last_lsn = self.records.last().map(|record| record.lsn);
         self.allocated = allocated;
         Ok(())
     }
